@@ -1,0 +1,261 @@
+"""SSIM-AE as an anomalib model: Bergmann et al. (2019), with the training recipe of Rádli & Czúni (2021) §5.
+
+Training takes random ``patch_size`` crops on the fly from the resized defect-free images (rotation, flips; see
+:mod:`anomalib_ssimae.data.augmentation`), ``crops_per_epoch`` of them per epoch in batches of ``batch_size``,
+and minimises the SSIM loss (Eq. 7) with Adam. Validation logs the same loss on the defect-free validation
+images as ``val_loss`` (for ``EarlyStopping``/``ModelCheckpoint``) and feeds anomaly maps to anomalib's
+post-processor. Test, predict and export use the tiled inference of :class:`SsimAeModel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchvision.transforms.v2 import Compose, Resize
+
+from anomalib_ssimae.callbacks import RunSummary
+from anomalib_ssimae.data.augmentation import sample_patches
+from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
+from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
+from anomalib_ssimae.visualization import ReconstructionVisualizer
+
+logger = logging.getLogger(__name__)
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``256`` or ``[208, 512]`` -> ``(height, width)``."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+class SsimAe(AnomalibModule):
+    """SSIM autoencoder (SSIM-AE) for unsupervised defect segmentation.
+
+    Args:
+        image_size: size every image is resized to, ``int`` or ``[height, width]`` in pixels (default 256); both
+            sides must be at least ``patch_size``. The anomaly map has this size.
+        patch_size: training crop and inference patch side in pixels (paper: 128; a multiple of 16).
+        stride: inference patch stride in pixels (paper: 32); the last patches are aligned to the border.
+        in_channels: 1 (grayscale, converted inside the model) or 3.
+        latent_dim: bottleneck size ``d`` (paper: 100 for textures, 500 for the CPU parts).
+        loss: ``"ssim"`` (Eq. 7), ``"l2"`` or ``"ssim_l1"``.
+        l1_weight: weight of the L1 term of ``"ssim_l1"``.
+        residual: anomaly map: ``"ssim"`` (1 - SSIM map, Eq. 8), ``"l2"`` or ``"ssim_l2"``.
+        score_sigma: Gaussian sigma (pixels) applied to the map before its maximum becomes the anomaly score.
+        crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
+        batch_size: crops per optimiser step (paper: 128). The datamodule's ``train_batch_size`` only sets how many
+            images the crops of one training step are drawn from.
+        rotation_prob, max_rotation: probability and largest angle (degrees) of the rotation (paper: 0.3, 45).
+        hflip_prob, vflip_prob: flip probabilities (paper: 0.3 for textures, 0 for asymmetric parts).
+        learning_rate: Adam learning rate (paper: 2e-4).
+        weight_decay: Adam weight decay (paper: 1e-5; authors' code: 0).
+        lr_step_size: if set, StepLR every this many epochs (authors' code: 15, disabled by default).
+        lr_gamma: StepLR factor.
+        channels_last: train the network in channels-last memory layout (faster convolutions on CPU).
+        pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
+            defaults (resize only; anomalib's PostProcessor; image AUROC/F1Max, pixel AUROC/AUPRO/F1;
+            :class:`ReconstructionVisualizer`).
+
+    Source: Bergmann et al., VISAPP 2019 (arXiv 1807.02011); Rádli & Czúni, WSCG 2021, §3 and §5.
+    """
+
+    encoder: tuple = SSIM_AE_ENCODER
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] = 256,
+        patch_size: int = 128,
+        stride: int = 32,
+        in_channels: int = 1,
+        latent_dim: int = 100,
+        loss: str = "ssim",
+        l1_weight: float = 1.0,
+        residual: str = "ssim",
+        score_sigma: float = 4.0,
+        crops_per_epoch: int = 10_000,
+        batch_size: int = 128,
+        rotation_prob: float = 0.3,
+        max_rotation: float = 45.0,
+        hflip_prob: float = 0.3,
+        vflip_prob: float = 0.3,
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        lr_step_size: int | None = None,
+        lr_gamma: float = 0.5,
+        channels_last: bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: Any = True,  # noqa: ANN401 (anomalib's PostProcessor | bool)
+        evaluator: Evaluator | bool = True,
+        visualizer: Any = True,  # noqa: ANN401 (anomalib's Visualizer | bool)
+    ) -> None:
+        height, width = _size(image_size)
+        if min(height, width) < patch_size:
+            msg = f"image_size {height} x {width} is smaller than patch_size {patch_size}: every side must be >= it"
+            raise ValueError(msg)
+        self._image_size = (height, width)  # read by configure_pre_processor inside super().__init__
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = SsimAeModel(in_channels, latent_dim, patch_size, stride, residual, score_sigma, self.encoder)
+        if channels_last:
+            self.model.network.to(memory_format=torch.channels_last)
+        self.loss = ReconstructionLoss(loss, l1_weight)
+        self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
+        self._warned_no_good_val = False
+
+    # ------------------------------------------------------------------ anomalib components
+    def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize only: the autoencoder reconstructs raw [0, 1] intensities, so no ImageNet normalisation."""
+        return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=True)]))
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC and F1Max, pixel AUROC, AUPRO (FPR <= 0.3) and F1 at the post-processor's threshold."""
+        return Evaluator(
+            test_metrics=[
+                AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+                F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
+                AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+                AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+                F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+            ],
+        )
+
+    @classmethod
+    def configure_visualizer(cls) -> ReconstructionVisualizer:
+        """anomalib's image panel plus the reconstruction."""
+        return ReconstructionVisualizer()
+
+    def configure_callbacks(self) -> list[Callback]:
+        """anomalib's components plus :class:`RunSummary` (prints where logs and results are)."""
+        return [*super().configure_callbacks(), RunSummary()]
+
+    @property
+    def learning_type(self) -> LearningType:
+        """One-class: trained on defect-free images only."""
+        return LearningType.ONE_CLASS
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping (manual optimisation), no sanity validation."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
+        """Ignore the evaluator's entries: they hold metric settings (e.g. AUPRO's ``fpr_limit``), not weights,
+        and differ whenever a checkpoint is reloaded with another evaluator (anomalib-2.7.md §4, pitfall 4).
+        """
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("evaluator.")} | own
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> Any:  # noqa: ANN401
+        """Adam (paper: lr 2e-4), optional StepLR per epoch."""
+        optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+        )
+        if self.hparams.lr_step_size is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.lr_step_size, self.hparams.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _updates_for_batch(self, batch_idx: int) -> int:
+        """Optimiser steps for this image batch, spreading ceil(crops_per_epoch / batch_size) over the epoch."""
+        total = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
+        batches = max(int(self.trainer.num_training_batches), 1)
+        return (batch_idx + 1) * total // batches - batch_idx * total // batches
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Draw augmented crops from the batch images and take optimiser steps on the reconstruction loss."""
+        optimizer = self.optimizers()
+        images = to_model_channels(batch.image, self.model.in_channels)
+        loss = None
+        for _ in range(self._updates_for_batch(batch_idx)):
+            crops = sample_patches(
+                images,
+                self.hparams.batch_size,
+                self.hparams.patch_size,
+                self.hparams.rotation_prob,
+                self.hparams.max_rotation,
+                self.hparams.hflip_prob,
+                self.hparams.vflip_prob,
+            )
+            if self.hparams.channels_last:
+                crops = crops.contiguous(memory_format=torch.channels_last)
+            inputs, reconstruction = self.model(crops)
+            loss = self.loss(inputs, reconstruction)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
+        return {"loss": loss} if loss is not None else None
+
+    def on_train_epoch_end(self) -> None:
+        """Step the optional StepLR schedule (manual optimisation does not)."""
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
+        defect-free validation images (defective ones are skipped)."""
+        inputs, reconstruction, patches, reconstructed = self.model.reconstruct(batch.image)
+        good = torch.ones(len(inputs), dtype=torch.bool, device=inputs.device)
+        if batch.gt_label is not None:
+            good = ~batch.gt_label.bool().to(inputs.device)
+        if good.any():
+            per_image = len(patches) // len(inputs)
+            keep = good.repeat_interleave(per_image)
+            val_loss = self.loss(patches[keep], reconstructed[keep])
+            self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=int(good.sum()))
+        if batch_idx == 0:
+            self._log_reconstructions(inputs, reconstruction)
+        return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
+
+    def on_validation_epoch_end(self) -> None:
+        """Warn once when no defect-free validation image exists (then val_loss is missing)."""
+        if "val_loss" not in self.trainer.callback_metrics and not self._warned_no_good_val:
+            self._warned_no_good_val = True
+            warnings.warn(
+                "The validation set has no defect-free images, so val_loss is not logged and EarlyStopping or "
+                "ModelCheckpoint monitoring val_loss cannot work. Give the datamodule defect-free validation images "
+                "(e.g. val_split_mode: from_test).",
+                stacklevel=1,
+            )
+
+    def _log_reconstructions(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> None:
+        """Show up to 4 validation images beside their reconstructions in TensorBoard, and warn on collapse."""
+        # A uniform reconstruction of a textured image after a few hundred steps is the collapse users report.
+        uniform = reconstruction.float().std(dim=(1, 2, 3)).max() < 1e-3 < inputs.float().std(dim=(1, 2, 3)).max()
+        if uniform and self.global_step >= 300:
+            logger.warning(
+                "Epoch %d, step %d: the reconstructions are uniform images (collapse); check the learning rate "
+                "and data.",
+                self.current_epoch,
+                self.global_step,
+            )
+        for log in self.loggers:
+            if isinstance(log, TensorBoardLogger):
+                pairs = torch.cat([inputs[:4], reconstruction[:4]], dim=3).float().clamp(0, 1)
+                log.experiment.add_images("val/image_and_reconstruction", pairs, self.current_epoch)
