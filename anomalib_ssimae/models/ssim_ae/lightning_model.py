@@ -35,6 +35,14 @@ from anomalib_ssimae.visualization import ReconstructionVisualizer
 logger = logging.getLogger(__name__)
 
 
+def updates_per_batch(batch_idx: int, total_updates: int, num_batches: int) -> int:
+    """Spread ``total_updates`` optimiser steps as evenly as possible over ``num_batches`` image batches.
+
+    Example: 79 steps over 8 batches -> 9, 10, 10, 10, 10, 10, 10, 10 (sum 79).
+    """
+    return (batch_idx + 1) * total_updates // num_batches - batch_idx * total_updates // num_batches
+
+
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``256`` or ``[208, 512]`` -> ``(height, width)``."""
     if isinstance(image_size, int):
@@ -180,10 +188,9 @@ class SsimAe(AnomalibModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def _updates_for_batch(self, batch_idx: int) -> int:
-        """Optimiser steps for this image batch, spreading ceil(crops_per_epoch / batch_size) over the epoch."""
+        """Optimiser steps for this image batch (see :func:`updates_per_batch`)."""
         total = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
-        batches = max(int(self.trainer.num_training_batches), 1)
-        return (batch_idx + 1) * total // batches - batch_idx * total // batches
+        return updates_per_batch(batch_idx, total, max(int(self.trainer.num_training_batches), 1))
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Draw augmented crops from the batch images and take optimiser steps on the reconstruction loss."""

@@ -1,0 +1,104 @@
+"""End to end through anomalib's CLI: train (fit + test) and test from the checkpoint, on real data.
+
+mvtec_ad_grid_mini (25 train, 14 test images of MVTec AD grid) with 2 short epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from torchvision.transforms.v2 import Normalize, Resize
+
+from anomalib_ssimae import SsimAe
+
+from .conftest import REPO, SHARED_DATASETS
+
+CONFIG = REPO / "configs" / "ssim_ae" / "mvtec_ad_grid_mini.yaml"
+METRICS = {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Score"}
+SHORT = ["--trainer.max_epochs", "2", "--model.crops_per_epoch", "256", "--model.batch_size", "64"]
+
+
+def anomalib(*args: str, cwd: Path) -> str:
+    """Run the anomalib CLI, return its stdout; fail with its output if it fails."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    command = [str(Path(sys.executable).parent / "anomalib"), *args]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)  # noqa: S603
+    assert result.returncode == 0, f"anomalib {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def metrics(stdout: str) -> dict[str, float]:
+    """The values of anomalib's test table."""
+    table = stdout.rsplit("Test metric", 1)[-1]
+    return {name: float(value) for name, value in re.findall(r"│\s*(\w+)\s*│\s*([-0-9.eE+]+)\s*│", table)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Run `anomalib train` once for the module; returns (working directory, stdout)."""
+    work = tmp_path_factory.mktemp("cli")
+    stdout = anomalib("train", "--config", str(CONFIG), "--data.root", str(SHARED_DATASETS), *SHORT, cwd=work)
+    return work, stdout
+
+
+@pytest.mark.cli
+def test_train_prints_metrics_and_writes_outputs(trained: tuple[Path, str]) -> None:
+    work, stdout = trained
+    values = metrics(stdout)
+    assert set(values) == METRICS
+    assert all(0.0 <= v <= 1.0 for v in values.values())
+    run = work / "results" / "SsimAe" / "MVTecAD" / "mvtec_ad_grid_mini" / "v0"
+    checkpoint = run / "weights" / "lightning" / "model.ckpt"
+    assert checkpoint.is_file()
+    assert f"checkpoint: {checkpoint}" in stdout
+    assert "TensorBoard" in stdout or "AnomalibTensorBoardLogger" in stdout
+    # one result panel per test image
+    datamodule = MVTecAD(root=SHARED_DATASETS, category="mvtec_ad_grid_mini", val_split_mode="from_test",
+                         val_split_ratio=0.5, seed=42, num_workers=0)
+    datamodule.setup()
+    panels = sorted((run / "images").rglob("*.png"))
+    assert len(panels) == len(datamodule.test_data)
+    # panel = anomalib's 4 tiles of 256 px + the reconstruction
+    from PIL import Image
+
+    assert Image.open(panels[0]).size == (5 * 256, 256)
+
+
+@pytest.mark.cli
+def test_val_loss_is_logged_each_epoch(trained: tuple[Path, str]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    work, _ = trained
+    (events,) = (work / "results" / "tensorboard" / "ssim_ae_mvtec_ad_grid_mini").glob("version_*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    val_loss = [event.value for event in accumulator.Scalars("val_loss")]
+    assert len(val_loss) == 2  # one per epoch
+    assert all(0 < v < 1 for v in val_loss)  # the SSIM loss (1 - SSIM) / 2 of a real reconstruction
+    assert "val/image_and_reconstruction" in accumulator.Tags()["images"]
+
+
+@pytest.mark.cli
+def test_checkpoint_reload_and_cli_test_reproduce_metrics(trained: tuple[Path, str]) -> None:
+    work, train_stdout = trained
+    checkpoint = work / "results" / "SsimAe" / "MVTecAD" / "mvtec_ad_grid_mini" / "v0" / "weights" / "lightning" / "model.ckpt"
+    model = SsimAe.load_from_checkpoint(checkpoint)  # AUPRO state in the checkpoint must not break this
+    transforms = list(model.pre_processor.transform.transforms)
+    assert [type(t) for t in transforms] == [Resize]
+    assert list(transforms[0].size) == [256, 256]
+    assert not any(isinstance(t, Normalize) for t in transforms)
+    assert torch.isfinite(model.post_processor.image_threshold)
+
+    stdout = anomalib("test", "--config", str(CONFIG), "--data.root", str(SHARED_DATASETS), "--ckpt_path",
+                      str(checkpoint), cwd=work)
+    tested, trained_values = metrics(stdout), metrics(train_stdout)
+    assert set(tested) == METRICS
+    for name in METRICS:
+        assert abs(tested[name] - trained_values[name]) < 1e-5, name

@@ -1,0 +1,66 @@
+"""SSIM map against kornia and pytorch-msssim, bf16 safety, losses."""
+
+import kornia
+import pytest
+import pytorch_msssim
+import torch
+
+from anomalib_ssimae.components.ssim import ssim_map
+from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
+
+
+@pytest.fixture
+def pair(grid_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    image = grid_image[:, :1]
+    generator = torch.Generator().manual_seed(0)
+    noisy = (image + 0.1 * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+    return image, noisy
+
+
+def test_identical_images_give_one(grid_image: torch.Tensor) -> None:
+    assert torch.allclose(ssim_map(grid_image, grid_image), torch.ones(1, 3, 256, 256), atol=1e-6)
+
+
+def test_same_padding_matches_kornia(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    ours = ssim_map(*pair, padding="same")
+    theirs = kornia.metrics.ssim(*pair, window_size=11, max_val=1.0)
+    assert ours.shape == (1, 1, 256, 256)
+    assert (ours - theirs).abs().max() < 1e-4  # kornia adds eps to the denominator
+
+
+def test_valid_padding_matches_pytorch_msssim(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    ours = ssim_map(*pair, padding="valid")
+    assert ours.shape == (1, 1, 246, 246)
+    assert abs(ours.mean() - pytorch_msssim.ssim(*pair, data_range=1.0)) < 1e-6
+
+
+def test_bf16_autocast_keeps_float32(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    reference = ssim_map(*pair)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = ssim_map(pair[0].bfloat16().float(), pair[1].bfloat16().float())
+    assert under_autocast.dtype == torch.float32
+    # Only the bf16 rounding of the inputs differs, not the arithmetic.
+    assert (under_autocast - reference).abs().max() < 0.05
+    exact = ssim_map(pair[0].bfloat16().float(), pair[1].bfloat16().float())
+    assert torch.equal(under_autocast, exact)
+
+
+def test_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        ssim_map(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 31))
+    with pytest.raises(ValueError, match="does not fit"):
+        ssim_map(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), padding="valid")
+
+
+def test_losses(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    image, noisy = pair
+    ssim_loss = ReconstructionLoss("ssim")(image, noisy)
+    expected = (1 - pytorch_msssim.ssim(image, noisy, data_range=1.0)) / 2  # Eq. 7
+    assert abs(ssim_loss - expected) < 1e-6
+    assert 0 < ssim_loss < 1
+    assert ReconstructionLoss("ssim")(image, image) < 1e-6
+    assert torch.isclose(ReconstructionLoss("l2")(image, noisy), ((image - noisy) ** 2).mean())
+    l1 = (image - noisy).abs().mean()
+    assert torch.isclose(ReconstructionLoss("ssim_l1", l1_weight=2.0)(image, noisy), ssim_loss + 2 * l1)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        ReconstructionLoss("bce")
