@@ -102,3 +102,20 @@ def test_checkpoint_reload_and_cli_test_reproduce_metrics(trained: tuple[Path, s
     assert set(tested) == METRICS
     for name in METRICS:
         assert abs(tested[name] - trained_values[name]) < 1e-5, name
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("folder", ["ssim_ae_extended", "ssim_dae", "ssim_dae_extended"])
+def test_variant_trains_tests_and_visualises(folder: str, tmp_path: Path) -> None:
+    config = REPO / "configs" / folder / "mvtec_ad_grid_mini.yaml"
+    short = ["--trainer.max_epochs", "1", "--model.crops_per_epoch", "128", "--model.batch_size", "64"]
+    stdout = anomalib("train", "--config", str(config), "--data.root", str(SHARED_DATASETS), *short, cwd=tmp_path)
+    trained_values = metrics(stdout)
+    assert set(trained_values) == METRICS
+    assert all(0.0 <= v <= 1.0 for v in trained_values.values())
+    (run,) = (tmp_path / "results").glob("*/MVTecAD/mvtec_ad_grid_mini/v0")
+    assert any((run / "images").rglob("*.png"))
+    checkpoint = run / "weights" / "lightning" / "model.ckpt"
+    tested = metrics(anomalib("test", "--config", str(config), "--data.root", str(SHARED_DATASETS),
+                              "--ckpt_path", str(checkpoint), cwd=tmp_path))
+    assert all(abs(tested[name] - trained_values[name]) < 1e-5 for name in METRICS)

@@ -1,31 +1,45 @@
-"""Every shipped config builds its model and points at an existing dataset; model init arguments are validated."""
+"""Every shipped config is generated, builds its model and points at an existing dataset; bad arguments are named."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import anomalib_ssimae
 from anomalib_ssimae import SsimAe
 
 from .conftest import REPO, SHARED_DATASETS
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+FOLDERS = {"ssim_ae": "SsimAe", "ssim_ae_extended": "SsimAeExtended", "ssim_dae": "SsimDae",
+           "ssim_dae_extended": "SsimDaeExtended"}
 
 
-def test_one_config_per_shared_dataset() -> None:
+def test_configs_match_their_generator() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "configs" / "generate.py"), "--check"],  # noqa: S603
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_one_config_per_model_and_shared_dataset() -> None:
     datasets = {p.name for p in SHARED_DATASETS.iterdir() if p.is_dir()}
-    names = {p.stem for p in (REPO / "configs" / "ssim_ae").glob("*.yaml")}
-    assert datasets <= names
-    assert "quickstart" in names
+    for folder in FOLDERS:
+        names = {p.stem for p in (REPO / "configs" / folder).glob("*.yaml")}
+        assert datasets <= names, folder
+    assert (REPO / "configs" / "ssim_ae" / "quickstart.yaml").is_file()
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_config_builds_model_and_finds_data(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
-    assert config["model"]["class_path"] == "anomalib_ssimae.SsimAe"
-    model = SsimAe(**config["model"]["init_args"], visualizer=False)
+    class_name = FOLDERS[path.parent.name]
+    assert config["model"]["class_path"] == f"anomalib_ssimae.{class_name}"
+    model = getattr(anomalib_ssimae, class_name)(**config["model"]["init_args"], visualizer=False)
+    assert model.hparams.denoising == ("dae" in path.parent.name)
     data = config["data"]["init_args"]
     assert data["seed"] is not None  # a fixed split, so `anomalib test` sees the same images as `train`
     assert config["seed_everything"] is not None
@@ -43,3 +57,5 @@ def test_bad_model_arguments_are_named() -> None:
         SsimAe(residual="l1")
     with pytest.raises(ValueError, match="stride must be"):
         SsimAe(stride=0)
+    with pytest.raises(ValueError, match="block_size must be"):
+        anomalib_ssimae.SsimDae(block_size=200)

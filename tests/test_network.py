@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeNetwork
+from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_EXTENDED_ENCODER, SsimAeNetwork
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,22 @@ def test_bad_arguments_are_named() -> None:
         SsimAeNetwork(in_channels=2)
     with pytest.raises(ValueError, match="multiple of 16"):
         SsimAeNetwork(patch_size=100)
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "latent_dim", "expected"),
+    [(1, 100, 7_188_165), (3, 100, 7_189_767), (1, 500, 20_295_765)],
+)
+def test_extended_parameter_count(in_channels: int, latent_dim: int, expected: int) -> None:
+    network = SsimAeNetwork(in_channels, latent_dim, 128, SSIM_AE_EXTENDED_ENCODER, output_kernel=4)
+    assert sum(p.numel() for p in network.parameters()) == expected
+    assert network(torch.rand(2, in_channels, 128, 128)).shape == (2, in_channels, 128, 128)
+
+
+def test_lightning_variants_build_their_networks() -> None:
+    import anomalib_ssimae
+
+    counts = {name: sum(p.numel() for p in getattr(anomalib_ssimae, name)().model.parameters())
+              for name in ("SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended")}
+    assert counts == {"SsimAe": 1_048_549, "SsimAeExtended": 7_188_165, "SsimDae": 1_048_549,
+                      "SsimDaeExtended": 7_188_165}

@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_ssimae.callbacks import RunSummary
 from anomalib_ssimae.data.augmentation import sample_patches
+from anomalib_ssimae.data.corruption import add_masked_blocks
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
 from anomalib_ssimae.visualization import ReconstructionVisualizer
@@ -75,6 +76,12 @@ class SsimAe(AnomalibModule):
         lr_step_size: if set, StepLR every this many epochs (authors' code: 15, disabled by default).
         lr_gamma: StepLR factor.
         channels_last: train the network in channels-last memory layout (faster convolutions on CPU).
+        denoising: train as a denoising autoencoder (Rádli & Czúni §5, Eq. 3-4): each training crop gets
+            ``num_blocks`` squares of ``block_size`` pixels in its dominant colour, the network reconstructs the
+            clean crop, and the loss weights corrupted pixels by ``alpha`` and the rest by ``beta``. Training only:
+            validation, test, predict and export never corrupt. See :mod:`anomalib_ssimae.data.corruption`.
+        num_blocks, block_size: blocks per crop and their side in pixels (paper: 1, 20).
+        alpha, beta: loss weights of corrupted and clean pixels (paper: 1, 1).
         pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
             defaults (resize only; anomalib's PostProcessor; image AUROC/F1Max, pixel AUROC/AUPRO/F1;
             :class:`ReconstructionVisualizer`).
@@ -82,7 +89,8 @@ class SsimAe(AnomalibModule):
     Source: Bergmann et al., VISAPP 2019 (arXiv 1807.02011); Rádli & Czúni, WSCG 2021, §3 and §5.
     """
 
-    encoder: tuple = SSIM_AE_ENCODER
+    encoder: tuple = SSIM_AE_ENCODER  # network architecture; the extended variants override these two
+    output_kernel: int | None = None
 
     def __init__(
         self,
@@ -106,6 +114,11 @@ class SsimAe(AnomalibModule):
         lr_step_size: int | None = None,
         lr_gamma: float = 0.5,
         channels_last: bool = True,
+        denoising: bool = False,
+        num_blocks: int = 1,
+        block_size: int = 20,
+        alpha: float = 1.0,
+        beta: float = 1.0,
         pre_processor: PreProcessor | bool = True,
         post_processor: Any = True,  # noqa: ANN401 (anomalib's PostProcessor | bool)
         evaluator: Evaluator | bool = True,
@@ -122,10 +135,15 @@ class SsimAe(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = SsimAeModel(in_channels, latent_dim, patch_size, stride, residual, score_sigma, self.encoder)
+        if denoising and not 0 < block_size <= patch_size:
+            msg = f"block_size must be between 1 and patch_size {patch_size}, got {block_size}"
+            raise ValueError(msg)
+        self.model = SsimAeModel(
+            in_channels, latent_dim, patch_size, stride, residual, score_sigma, self.encoder, self.output_kernel
+        )
         if channels_last:
             self.model.network.to(memory_format=torch.channels_last)
-        self.loss = ReconstructionLoss(loss, l1_weight)
+        self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._warned_no_good_val = False
 
@@ -207,10 +225,14 @@ class SsimAe(AnomalibModule):
                 self.hparams.hflip_prob,
                 self.hparams.vflip_prob,
             )
+            mask = None
+            network_input = crops
+            if self.hparams.denoising:
+                network_input, mask = add_masked_blocks(crops, self.hparams.num_blocks, self.hparams.block_size)
             if self.hparams.channels_last:
-                crops = crops.contiguous(memory_format=torch.channels_last)
-            inputs, reconstruction = self.model(crops)
-            loss = self.loss(inputs, reconstruction)
+                network_input = network_input.contiguous(memory_format=torch.channels_last)
+            _, reconstruction = self.model(network_input)
+            loss = self.loss(crops, reconstruction, mask)  # target: the clean crop
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()

@@ -34,6 +34,12 @@ SSIM_AE_ENCODER = (
     (32, 3, 1, 1),
 )
 
+# Extended network of Rádli & Czúni (2021) Table 2 / methods.md §2.3: 3 x 3 convolutions in four stages 32/64/128/256,
+# each a stride-2 convolution and two stride-1 convolutions; the latent layer is unchanged.
+SSIM_AE_EXTENDED_ENCODER = tuple(
+    layer for width in (32, 64, 128, 256) for layer in ((width, 3, 2, 1), (width, 3, 1, 1), (width, 3, 1, 1))
+)
+
 
 def _mirror_decoder(encoder: tuple, in_channels: int) -> list[tuple[int, int, int, int, int]]:
     """Decoder layers ``(in, out, kernel, stride, padding)`` that mirror ``encoder``; stride-2 layers transpose."""
@@ -52,10 +58,14 @@ class SsimAeNetwork(nn.Module):
         latent_dim: size ``d`` of the bottleneck vector (paper: 100 for textures, 500 for the CPU data).
         patch_size: side of the square input patches; must be a multiple of 16 (four stride-2 layers, then a
             ``patch_size / 16`` latent convolution down to 1 x 1). Paper: 128.
-        encoder: the encoder table; defaults to :data:`SSIM_AE_ENCODER`.
+        encoder: the encoder table ``(out_channels, kernel, stride, padding)`` per layer; defaults to
+            :data:`SSIM_AE_ENCODER` (Table 1); :data:`SSIM_AE_EXTENDED_ENCODER` is Table 2.
+        output_kernel: kernel of the last (output) transposed convolution; ``None`` mirrors the first encoder layer.
+            The authors' extended network uses 4 (a 4 x 4, stride-2 output layer after 3 x 3 layers).
 
     Shapes: ``(N, in_channels, patch_size, patch_size)`` float in [0, 1] -> same shape, values in (0, 1) (sigmoid).
-    Parameters at patch 128: 1,048,549 (1 channel, d = 100), 2,687,349 (1 channel, d = 500).
+    Parameters at patch 128, 1 channel, d = 100: 1,048,549 (Table 1); 7,188,165 (Table 2 with ``output_kernel=4``);
+    at d = 500: 2,687,349 and 20,295,765.
     """
 
     def __init__(
@@ -64,6 +74,7 @@ class SsimAeNetwork(nn.Module):
         latent_dim: int = 100,
         patch_size: int = 128,
         encoder: tuple = SSIM_AE_ENCODER,
+        output_kernel: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels not in {1, 3}:
@@ -85,11 +96,12 @@ class SsimAeNetwork(nn.Module):
 
         layers = [nn.ConvTranspose2d(latent_dim, channels, latent_kernel, 1, 0), nn.LeakyReLU(0.2)]
         for i, (c_in, c_out, kernel, stride, padding) in enumerate(_mirror_decoder(encoder, in_channels)):
+            last = i == len(encoder) - 1
+            kernel = output_kernel if last and output_kernel is not None else kernel
             conv = nn.ConvTranspose2d if stride == 2 else nn.Conv2d
             # output_padding keeps odd kernels (3 x 3, stride 2) at exactly twice the size.
             extra = {"output_padding": 1} if stride == 2 and kernel % 2 else {}
             layers.append(conv(c_in, c_out, kernel, stride, padding, **extra))
-            last = i == len(encoder) - 1
             layers.append(nn.Sigmoid() if last else nn.LeakyReLU(0.2))
         self.decoder = nn.Sequential(*layers)
 
@@ -107,10 +119,14 @@ def to_model_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Convert anomalib's 3-channel batches to the network's channels.
 
     ``(B, 3, H, W)`` in [0, 1] -> ``(B, in_channels, H, W)``; grayscale uses the ITU-R 601 luma weights (as PIL and
-    torchvision), which give the original values back for gray images stored as RGB.
+    torchvision), which give the original values back for gray images stored as RGB. Images that already have
+    ``in_channels`` channels (training crops, converted before cropping) pass through.
     """
-    if in_channels == 3:
+    if images.shape[1] == in_channels:
         return images
+    if images.shape[1] != 3:
+        msg = f"expected images with 3 or {in_channels} channels, got shape {tuple(images.shape)}"
+        raise ValueError(msg)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
     return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
@@ -148,7 +164,7 @@ class SsimAeModel(nn.Module):
         residual: ``"ssim"``, ``"l2"`` or ``"ssim_l2"`` (see :func:`residual_map`).
         score_sigma: sigma in pixels of the Gaussian that smooths the anomaly map before its maximum is taken as the
             anomaly score: the maximum of a smoothed map reflects a defect-sized region rather than one noisy pixel.
-        encoder: encoder table for the network (see :class:`SsimAeNetwork`).
+        encoder, output_kernel: architecture of the network (see :class:`SsimAeNetwork`).
 
     ``forward`` in training mode maps crops ``(N, 3, P, P)`` to ``(inputs, reconstruction)``, both
     ``(N, in_channels, P, P)``. In eval mode it maps resized images ``(B, 3, H, W)`` in [0, 1], ``H, W >= patch_size``
@@ -164,6 +180,7 @@ class SsimAeModel(nn.Module):
         residual: str = "ssim",
         score_sigma: float = 4.0,
         encoder: tuple = SSIM_AE_ENCODER,
+        output_kernel: int | None = None,
     ) -> None:
         super().__init__()
         if residual not in RESIDUALS:
@@ -171,7 +188,7 @@ class SsimAeModel(nn.Module):
             raise ValueError(msg)
         self.in_channels = in_channels
         self.residual = residual
-        self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, encoder)
+        self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, encoder, output_kernel)
         axis_runs(patch_size, patch_size, stride)  # fail at construction on a bad stride, not at the first test
         self.tiler = PatchTiler(patch_size, stride)
         self.score_blur = GaussianBlur2d(sigma=score_sigma, channels=1)
