@@ -33,8 +33,9 @@ def main() -> None:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?")
     header = f"\n## {date.today()} · {model_name} · {os.cpu_count()} cores · model {args.model} · {args.epochs} epochs\n\n"
-    header += "| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | epochs | fit s | command |\n"
-    header += "|---|---|---|---|---|---|---|---|---|\n"
+    header += ("| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | rec. SSIM | rec. MSE "
+               "| epochs | fit s | command |\n")
+    header += "|---|---|---|---|---|---|---|---|---|---|---|\n"
     out = REPO / "benchmarks" / "results_quality.md"
     print(header, end="", flush=True)
     with out.open("a") as f:
@@ -50,7 +51,7 @@ def main() -> None:
         (root / "stdout.log").parent.mkdir(parents=True, exist_ok=True)
         (root / "stdout.log").write_text(result.stdout + result.stderr)
         if result.returncode != 0:
-            row = f"| {name} | failed (rc {result.returncode}), see {root / 'stdout.log'} |||||||\n"
+            row = f"| {name} | failed (rc {result.returncode}), see {root / 'stdout.log'} |||||||||\n"
         else:
             table = result.stdout.rsplit("Test metric", 1)[-1]
             m = {k: float(v) for k, v in re.findall(r"│\s*(\w+)\s*│\s*([-0-9.eE+]+)\s*│", table)}
@@ -59,7 +60,8 @@ def main() -> None:
             shown = " ".join(c if c != anomalib else "anomalib" for c in command[:-2])
             row = (f"| {name} | {m.get('image_AUROC', float('nan')):.3f} | {m.get('pixel_AUROC', float('nan')):.3f} "
                    f"| {m.get('pixel_AUPRO', float('nan')):.3f} | {m.get('image_F1Max', float('nan')):.3f} "
-                   f"| {m.get('pixel_F1Score', float('nan')):.3f} | {epochs} | {float(fit.group(1)) if fit else float('nan'):.0f} "
+                   f"| {m.get('pixel_F1Score', float('nan')):.3f} | {m.get('reconstruction_SSIM', float('nan')):.3f} "
+                   f"| {m.get('reconstruction_MSE', float('nan')):.1f} | {epochs} | {float(fit.group(1)) if fit else float('nan'):.0f} "
                    f"| `{shown}` |\n")
         print(row, end="", flush=True)
         with out.open("a") as f:

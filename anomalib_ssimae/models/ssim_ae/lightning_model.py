@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_ssimae.callbacks import RunSummary
+from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import sample_patches
 from anomalib_ssimae.data.corruption import add_masked_blocks
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
@@ -245,21 +246,37 @@ class SsimAe(AnomalibModule):
         if scheduler is not None:
             scheduler.step()
 
-    # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
-        """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
-        defect-free validation images (defective ones are skipped)."""
+    # ------------------------------------------------------------------ validation and test
+    def _reconstruct(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """Tiled reconstruction of the batch plus the mask of its defect-free images ``(B,)``."""
         inputs, reconstruction, patches, reconstructed = self.model.reconstruct(batch.image)
         good = torch.ones(len(inputs), dtype=torch.bool, device=inputs.device)
         if batch.gt_label is not None:
             good = ~batch.gt_label.bool().to(inputs.device)
+        return inputs, reconstruction, patches, reconstructed, good
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
+        defect-free validation images (defective ones are skipped; never corrupted)."""
+        inputs, reconstruction, patches, reconstructed, good = self._reconstruct(batch)
         if good.any():
-            per_image = len(patches) // len(inputs)
-            keep = good.repeat_interleave(per_image)
+            keep = good.repeat_interleave(len(patches) // len(inputs))
             val_loss = self.loss(patches[keep], reconstructed[keep])
             self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=int(good.sum()))
         if batch_idx == 0:
             self._log_reconstructions(inputs, reconstruction)
+        return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
+
+    def test_step(self, batch: Batch, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Anomaly maps, plus the reconstruction quality of defect-free test images as in Rádli & Czúni Table 5:
+        ``reconstruction_SSIM`` (mean SSIM, in [-1, 1]) and ``reconstruction_MSE`` (on the 0-255 scale)."""
+        del batch_idx, args, kwargs
+        inputs, reconstruction, _, _, good = self._reconstruct(batch)
+        if good.any():
+            image, rebuilt = inputs[good].float(), reconstruction[good].float()
+            count = int(good.sum())
+            self.log("reconstruction_SSIM", ssim_map(image, rebuilt).mean(), on_epoch=True, batch_size=count)
+            self.log("reconstruction_MSE", ((image - rebuilt) * 255).pow(2).mean(), on_epoch=True, batch_size=count)
         return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
 
     def on_validation_epoch_end(self) -> None:
