@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from machine import describe
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,9 +32,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more CLI overrides")
     args = parser.parse_args()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?")
-    header = f"\n## {date.today()} · {model_name} · {os.cpu_count()} cores · model {args.model} · {args.epochs} epochs\n\n"
+    header = f"\n## {date.today()} · {describe()} · model {args.model} · {args.epochs} epochs\n\n"
     header += ("| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | rec. SSIM | rec. MSE "
                "| epochs | fit s | command |\n")
     header += "|---|---|---|---|---|---|---|---|---|---|---|\n"

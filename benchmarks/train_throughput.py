@@ -10,14 +10,14 @@ Lightning loop, logging), validation off. Prints a Markdown table and the peak r
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+
+from machine import describe
 
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeNetwork
@@ -75,11 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     args = parser.parse_args()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?")
-    flags = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f" {f}" in cpu]
-    print(f"# {date.today()} · {model_name} · {torch.get_num_threads()} threads · flags {flags} · "
-          f"torch {torch.__version__} · Python {platform.python_version()}\n")
+    print(f"# {date.today()} · {describe()} · {torch.get_num_threads()} threads\n")
     print("| loop | precision | layout | loss | patches/s |\n|---|---|---|---|---|")
     rows = {}
     for bf16 in (False, True):
