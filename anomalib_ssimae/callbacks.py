@@ -39,3 +39,11 @@ class RunSummary(Callback):
         checkpoint = trainer.ckpt_path or getattr(trainer.checkpoint_callback, "best_model_path", "")
         if checkpoint:
             _say(f"checkpoint: {Path(checkpoint).resolve()}")
+
+    @rank_zero_only
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Name the prediction images."""
+        del pl_module
+        images = Path(trainer.default_root_dir) / "images"
+        if images.is_dir():
+            _say(f"prediction images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")

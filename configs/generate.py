@@ -47,7 +47,6 @@ DATASETS = {
 
 TEMPLATE = """# {model_desc} on {name}: {desc}
 # anomalib train --config configs/{folder}/{name}.yaml{root_hint}
-seed_everything: 42
 model:
   class_path: anomalib_ssimae.{cls}
   init_args:
@@ -65,6 +64,7 @@ model:
     vflip_prob: {flips}
     learning_rate: 0.0002
     weight_decay: 0.0
+    seed: 42  # the model seeds torch/NumPy/Python: anomalib 2.7's CLI ignores seed_everything
 {extra}data:
   class_path: anomalib.data.MVTecAD
   init_args:

@@ -122,3 +122,15 @@ def test_variant_trains_tests_and_visualises(folder: str, tmp_path: Path) -> Non
     tested = metrics(anomalib("test", "--config", str(config), "--data.root", str(SHARED_DATASETS),
                               "--ckpt_path", str(checkpoint), cwd=tmp_path))
     assert all(abs(tested[name] - trained_values[name]) < 1e-5 for name in METRICS)
+
+
+@pytest.mark.cli
+def test_same_command_gives_the_same_model(trained: tuple[Path, str], tmp_path: Path) -> None:
+    """anomalib's CLI ignores seed_everything; the model's `seed` must make two runs identical."""
+    work, _ = trained
+    anomalib("train", "--config", str(CONFIG), "--data.root", str(SHARED_DATASETS), *SHORT, cwd=tmp_path)
+    relative = Path("results/SsimAe/MVTecAD/mvtec_ad_grid_mini/v0/weights/lightning/model.ckpt")
+    first = torch.load(work / relative, map_location="cpu", weights_only=False)["state_dict"]
+    second = torch.load(tmp_path / relative, map_location="cpu", weights_only=False)["state_dict"]
+    weights = [k for k in first if k.startswith("model.network.")]
+    assert weights and all(torch.equal(first[k], second[k]) for k in weights)

@@ -42,7 +42,7 @@ def test_config_builds_model_and_finds_data(path: Path) -> None:
     assert model.hparams.denoising == ("dae" in path.parent.name)
     data = config["data"]["init_args"]
     assert data["seed"] is not None  # a fixed split, so `anomalib test` sees the same images as `train`
-    assert config["seed_everything"] is not None
+    assert config["model"]["init_args"]["seed"] is not None  # reproducible weights, data order and crops
     root = (REPO / data["root"]).resolve()
     train = root / data["category"] / "train" / "good"
     assert any(train.glob("*.png")), f"{path.name}: no training images in {train}"

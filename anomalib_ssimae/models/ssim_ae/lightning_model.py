@@ -21,7 +21,7 @@ from anomalib.data import Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
@@ -30,6 +30,7 @@ from anomalib_ssimae.callbacks import RunSummary
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import sample_patches
 from anomalib_ssimae.data.corruption import add_masked_blocks
+from anomalib_ssimae.data.validation import check_image_files
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
 from anomalib_ssimae.visualization import ReconstructionVisualizer
@@ -37,20 +38,41 @@ from anomalib_ssimae.visualization import ReconstructionVisualizer
 logger = logging.getLogger(__name__)
 
 
-def updates_per_batch(batch_idx: int, total_updates: int, num_batches: int) -> int:
-    """Spread ``total_updates`` optimiser steps as evenly as possible over ``num_batches`` image batches.
+def updates_for_images(images_before: int, batch_images: int, total_images: int, total_updates: int) -> int:
+    """Optimiser steps for one image batch, in proportion to its images, so that every training image gives about
+    the same number of crops per epoch (a short last batch gets fewer steps).
 
-    Example: 79 steps over 8 batches -> 9, 10, 10, 10, 10, 10, 10, 10 (sum 79).
+    Example: 40 images in batches of 32 and 8, 20 steps per epoch -> 16 and 4 steps (sum 20).
     """
-    return (batch_idx + 1) * total_updates // num_batches - batch_idx * total_updates // num_batches
+    done = images_before * total_updates // total_images
+    return (images_before + batch_images) * total_updates // total_images - done
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``256`` or ``[208, 512]`` -> ``(height, width)``."""
     if isinstance(image_size, int):
         return image_size, image_size
+    if len(image_size) != 2:
+        msg = f"image_size must be an int or [height, width], got {image_size!r}"
+        raise ValueError(msg)
     height, width = image_size
     return int(height), int(width)
+
+
+def _check_arguments(arguments: dict[str, Any]) -> None:
+    """Reject values that would fail only later in training, with the argument's name."""
+    at_least_one = ("latent_dim", "crops_per_epoch", "batch_size", "num_blocks", "patch_size")
+    for name in at_least_one:
+        if arguments[name] < 1:
+            msg = f"{name} must be at least 1, got {arguments[name]}"
+            raise ValueError(msg)
+    if arguments["lr_step_size"] is not None and arguments["lr_step_size"] < 1:
+        msg = f"lr_step_size must be None or at least 1, got {arguments['lr_step_size']}"
+        raise ValueError(msg)
+    for name in ("rotation_prob", "hflip_prob", "vflip_prob"):
+        if not 0 <= arguments[name] <= 1:
+            msg = f"{name} is a probability and must be in [0, 1], got {arguments[name]}"
+            raise ValueError(msg)
 
 
 class SsimAe(AnomalibModule):
@@ -83,6 +105,9 @@ class SsimAe(AnomalibModule):
             validation, test, predict and export never corrupt. See :mod:`anomalib_ssimae.data.corruption`.
         num_blocks, block_size: blocks per crop and their side in pixels (paper: 1, 20).
         alpha, beta: loss weights of corrupted and clean pixels (paper: 1, 1).
+        seed: seeds Python, NumPy and torch (``lightning.seed_everything``) when the model is built, so the weight
+            initialisation, the data order and the crops are reproducible: anomalib 2.7's CLI accepts
+            ``seed_everything`` but never applies it. ``None`` leaves the random state alone.
         pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
             defaults (resize only; anomalib's PostProcessor; image AUROC/F1Max, pixel AUROC/AUPRO/F1;
             :class:`ReconstructionVisualizer`).
@@ -120,11 +145,15 @@ class SsimAe(AnomalibModule):
         block_size: int = 20,
         alpha: float = 1.0,
         beta: float = 1.0,
+        seed: int | None = 42,
         pre_processor: PreProcessor | bool = True,
         post_processor: Any = True,  # noqa: ANN401 (anomalib's PostProcessor | bool)
         evaluator: Evaluator | bool = True,
         visualizer: Any = True,  # noqa: ANN401 (anomalib's Visualizer | bool)
     ) -> None:
+        _check_arguments(locals())
+        if seed is not None:
+            seed_everything(seed, workers=True, verbose=False)
         height, width = _size(image_size)
         if min(height, width) < patch_size:
             msg = f"image_size {height} x {width} is smaller than patch_size {patch_size}: every side must be >= it"
@@ -147,6 +176,7 @@ class SsimAe(AnomalibModule):
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._warned_no_good_val = False
+        self._images_seen = 0
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -206,17 +236,42 @@ class SsimAe(AnomalibModule):
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.lr_step_size, self.hparams.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    def _updates_for_batch(self, batch_idx: int) -> int:
-        """Optimiser steps for this image batch (see :func:`updates_per_batch`)."""
-        total = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
-        return updates_per_batch(batch_idx, total, max(int(self.trainer.num_training_batches), 1))
+    def _check_images(self, *splits: str) -> None:
+        """Decode every image of the datamodule's given splits; a bad file raises an error naming it."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for split in splits:
+            dataset = getattr(datamodule, split, None) if datamodule is not None else None
+            samples = getattr(dataset, "samples", None)
+            if samples is not None and "image_path" in samples:
+                check_image_files(samples["image_path"])
+
+    def on_fit_start(self) -> None:
+        """Check the training and validation images before the first step."""
+        self._check_images("train_data", "val_data")
+
+    def on_test_start(self) -> None:
+        """Check the test images."""
+        self._check_images("test_data")
+
+    def on_train_epoch_start(self) -> None:
+        """Count the images of the epoch, to spread the optimiser steps over them."""
+        self._images_seen = 0
+
+    def _updates_for_batch(self, batch_images: int) -> int:
+        """Optimiser steps for this image batch (see :func:`updates_for_images`)."""
+        total_updates = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
+        total_images = len(self.trainer.train_dataloader.dataset)
+        steps = updates_for_images(self._images_seen, batch_images, total_images, total_updates)
+        self._images_seen += batch_images
+        return steps
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Draw augmented crops from the batch images and take optimiser steps on the reconstruction loss."""
         optimizer = self.optimizers()
         images = to_model_channels(batch.image, self.model.in_channels)
         loss = None
-        for _ in range(self._updates_for_batch(batch_idx)):
+        del batch_idx
+        for _ in range(self._updates_for_batch(len(images))):
             crops = sample_patches(
                 images,
                 self.hparams.batch_size,
