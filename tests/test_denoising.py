@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anomalib_ssimae import SsimAe, SsimDae, SsimDaeExtended
+from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
 from anomalib_ssimae.data.corruption import add_masked_blocks, dominant_colour
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 
@@ -80,10 +80,10 @@ def test_ssim_weighting_uses_the_per_pixel_map(grid_image: torch.Tensor) -> None
     assert ReconstructionLoss("ssim", alpha=0.0, beta=0.0)(image, corrupted, mask) == 0
 
 
-@pytest.mark.parametrize("variant", [SsimDae, SsimDaeExtended])
-def test_inference_never_corrupts(variant: type[SsimAe], grid_image: torch.Tensor) -> None:
+@pytest.mark.parametrize(("variant", "plain_variant"), [(SsimDae, SsimAe), (SsimDaeExtended, SsimAeExtended)])
+def test_inference_never_corrupts(variant: type[SsimAe], plain_variant: type[SsimAe], grid_image: torch.Tensor) -> None:
     denoising = variant().eval()
-    plain = (SsimAe if variant is SsimDae else __import__("anomalib_ssimae").SsimAeExtended)(denoising=False).eval()
+    plain = plain_variant().eval()
     plain.model.load_state_dict(denoising.model.state_dict())
     with torch.no_grad():
         first, second, reference = denoising.model(grid_image), denoising.model(grid_image), plain.model(grid_image)
