@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
 
 
 def _say(message: str) -> None:
@@ -47,3 +52,69 @@ class RunSummary(Callback):
         images = Path(trainer.default_root_dir) / "images"
         if images.is_dir():
             _say(f"prediction images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
+
+
+class PredictionRecords(Callback):
+    """Write one JSON-lines record per predicted image (``anomalib predict``): normalised anomaly score, label, the
+    thresholds used and the defect regions in original-image pixels (:func:`anomalib_ssimae.deploy.prediction_record`).
+
+    The file is ``<default_root_dir>/predictions-<YYYYmmdd-HHMMSS>.jsonl``: a new file per run, written as
+    ``.partial`` while predicting and renamed at the end, so earlier results are never overwritten.
+    """
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._file = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Open a new records file."""
+        del pl_module
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = Path(trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        path, number = root / f"predictions-{stamp}.jsonl", 1
+        while path.exists() or path.with_name(path.name + ".partial").exists():
+            number += 1
+            path = root / f"predictions-{stamp}-{number}.jsonl"
+        self._path = path
+        self._file = path.with_name(path.name + ".partial").open("w")
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,  # noqa: ANN401
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Append the batch's records (after anomalib's post-processor has set labels and masks)."""
+        del trainer, batch, batch_idx, dataloader_idx
+        from anomalib_ssimae.deploy import prediction_record  # noqa: PLC0415 (avoid an import cycle)
+
+        post = pl_module.post_processor
+        thresholds = {
+            level: {"raw": _number(getattr(post, f"{level}_threshold", None)),
+                    "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)), "source": "checkpoint"}
+            for level in ("image", "pixel")
+        }
+        masks = outputs.pred_mask if outputs.pred_mask is not None else outputs.anomaly_map > 0.5
+        for index, image_path in enumerate(outputs.image_path):
+            with Image.open(image_path) as image:
+                size = (image.height, image.width)
+            mask = masks[index].detach().cpu().numpy().reshape(masks.shape[-2:])
+            label = outputs.pred_label[index] if outputs.pred_label is not None else False
+            record = prediction_record(image_path, size, float(outputs.pred_score[index]), bool(label), mask,
+                                       thresholds)
+            self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Close and publish the records file."""
+        del trainer, pl_module
+        if self._file is not None:
+            self._file.close()
+            self._path.with_name(self._path.name + ".partial").replace(self._path)
+            _say(f"prediction records (JSON lines): {self._path.resolve()}")
+            self._file = None
+
+
+def _number(value: Any) -> float | None:  # noqa: ANN401
+    """A tensor or float as a JSON number, ``None`` for missing or NaN."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value

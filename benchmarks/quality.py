@@ -6,6 +6,11 @@ table (stdout and benchmarks/results_quality.md, appended). A fixed number of ep
 metrics reproducible on a busy machine; the CPU budget is chosen through the epochs and the fit time is reported.
 
     python benchmarks/quality.py mvtec_ad_grid_mini magnetic_tile --epochs 5 [--model ssim_ae] [--data-root DIR]
+
+Equal CPU time per run instead (the variant comparison of README): ``--max-time 7 --crops-per-epoch 2560`` stops
+each fit after 7 minutes (Lightning's ``max_time``; the last validation still runs, so thresholds exist) with
+short epochs so that the stop comes close to the budget. Pin it for stable timings, e.g.
+``OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/quality.py ...``.
 """
 
 from __future__ import annotations
@@ -30,9 +35,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs (10,000 crops each by default)")
     parser.add_argument("--model", default="ssim_ae", help="config folder under configs/")
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "datasets"))
+    parser.add_argument("--max-time", type=float, help="fit budget in minutes (trainer.max_time)")
+    parser.add_argument("--crops-per-epoch", type=int, help="model crops_per_epoch (default: the config's)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more CLI overrides")
     args = parser.parse_args()
-    header = f"\n## {date.today()} · {describe()} · model {args.model} · {args.epochs} epochs\n\n"
+    budget = f"{args.epochs} epochs"
+    if args.max_time:
+        budget += f" or {args.max_time:g} min fit"
+        minutes = int(args.max_time)
+        args.extra += ["--trainer.max_time", f"00:00:{minutes:02d}:{round((args.max_time - minutes) * 60):02d}"]
+    if args.crops_per_epoch:
+        budget += f", {args.crops_per_epoch} crops per epoch"
+        args.extra += ["--model.init_args.crops_per_epoch", str(args.crops_per_epoch)]
+    threads = os.environ.get("OMP_NUM_THREADS")
+    header = f"\n## {date.today()} · {describe()}{f' · {threads} thread(s)' if threads else ''} · model {args.model} · {budget}\n\n"
     header += ("| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | rec. SSIM | rec. MSE "
                "| epochs | fit s | command |\n")
     header += "|---|---|---|---|---|---|---|---|---|---|---|\n"

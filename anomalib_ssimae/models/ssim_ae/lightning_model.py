@@ -13,6 +13,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,17 +21,21 @@ from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
+from anomalib.deploy import CompressionType
+from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_ssimae.callbacks import RunSummary
+from anomalib_ssimae.callbacks import PredictionRecords, RunSummary
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import sample_patches
 from anomalib_ssimae.data.corruption import add_masked_blocks
 from anomalib_ssimae.data.validation import check_image_files
+from anomalib_ssimae.deploy import write_export_metadata
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
 from anomalib_ssimae.visualization import ReconstructionVisualizer
@@ -109,8 +114,9 @@ class SsimAe(AnomalibModule):
             initialisation, the data order and the crops are reproducible: anomalib 2.7's CLI accepts
             ``seed_everything`` but never applies it. ``None`` leaves the random state alone.
         pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
-            defaults (resize only; anomalib's PostProcessor; image AUROC/F1Max, pixel AUROC/AUPRO/F1;
-            :class:`ReconstructionVisualizer`).
+            defaults (resize only; anomalib's PostProcessor with F1-adaptive thresholds; image AUROC/F1Max, pixel
+            AUROC/AUPRO/F1; :class:`ReconstructionVisualizer`). For thresholds from defect-free images only, pass
+            :class:`~anomalib_ssimae.post_processing.DefectFreePostProcessor`.
 
     Source: Bergmann et al., VISAPP 2019 (arXiv 1807.02011); Rádli & Czúni, WSCG 2021, §3 and §5.
     """
@@ -176,12 +182,20 @@ class SsimAe(AnomalibModule):
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._warned_no_good_val = False
+        self._warned_f1_without_defects = False
+        self._val_defective = 0
         self._images_seen = 0
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only: the autoencoder reconstructs raw [0, 1] intensities, so no ImageNet normalisation."""
-        return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=True)]))
+        """Resize only: the autoencoder reconstructs raw [0, 1] intensities, so no ImageNet normalisation.
+
+        Bilinear without antialiasing, in the dataloader as in the exported graph: anomalib exports Resize with
+        ``antialias=False`` anyway, and OpenVINO ignores ONNX's antialias flag (0.29 max difference on a 512 -> 256
+        resize, measured), so one resize everywhere is what makes exported maps equal to tested ones. For a 2x
+        reduction (512 -> 256) it is exactly a 2 x 2 mean.
+        """
+        return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=False)]))
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
@@ -202,8 +216,9 @@ class SsimAe(AnomalibModule):
         return ReconstructionVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """anomalib's components plus :class:`RunSummary` (prints where logs and results are)."""
-        return [*super().configure_callbacks(), RunSummary()]
+        """anomalib's components, :class:`RunSummary` (prints where logs and results are) and
+        :class:`PredictionRecords` (JSON lines for ``anomalib predict``)."""
+        return [*super().configure_callbacks(), RunSummary(), PredictionRecords()]
 
     @property
     def learning_type(self) -> LearningType:
@@ -222,6 +237,45 @@ class SsimAe(AnomalibModule):
         own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("evaluator.")} | own
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
+        ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
+        if "post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {}) and not isinstance(
+            self.post_processor, DefectFreePostProcessor
+        ):
+            self.post_processor = DefectFreePostProcessor(**(checkpoint.get("anomalib_post_processor_config") or {}))
+        super().on_load_checkpoint(checkpoint)
+
+    # ------------------------------------------------------------------ export
+    def to_onnx(self, export_root: Path | str, model_file_name: str = "model",
+                input_size: tuple[int, int] | None = None, **kwargs: Any) -> Path:  # noqa: ANN401
+        """anomalib's ONNX export with opset 18 by default (the stitching uses Col2Im, opset >= 18), plus
+        ``calibration.json`` beside the model (:func:`anomalib_ssimae.deploy.export_metadata`)."""
+        kwargs.setdefault("opset_version", 18)
+        path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+        write_export_metadata(self, path.parent)
+        return path
+
+    def to_openvino(self, export_root: Path | str, model_file_name: str = "model",
+                    input_size: tuple[int, int] | None = None, compression_type: CompressionType | None = None,
+                    *args: Any, **kwargs: Any) -> Path:  # noqa: ANN401
+        """anomalib's OpenVINO export plus ``calibration.json``. fp16 compression also rounds the baked thresholds
+        and normalisation constants (a score moved 0.59 -> 0.67 in a trial), hence the warning."""
+        if compression_type == CompressionType.FP16:
+            logger.warning(
+                "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
+                "and masks (see README, Deployment); run the f32 model with INFERENCE_PRECISION_HINT f32 instead.",
+            )
+        path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
+        write_export_metadata(self, path.parent)
+        return path
+
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """anomalib's pickled torch export plus ``calibration.json``."""
+        path = super().to_torch(export_root, model_file_name)
+        write_export_metadata(self, path.parent)
+        return path
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> Any:  # noqa: ANN401
@@ -314,6 +368,7 @@ class SsimAe(AnomalibModule):
         """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
         defect-free validation images (defective ones are skipped; never corrupted)."""
         inputs, reconstruction, patches, reconstructed, good = self._reconstruct(batch)
+        self._val_defective += int((~good).sum())
         if good.any():
             keep = good.repeat_interleave(len(patches) // len(inputs))
             val_loss = self.loss(patches[keep], reconstructed[keep])
@@ -334,8 +389,24 @@ class SsimAe(AnomalibModule):
             self.log("reconstruction_MSE", ((image - rebuilt) * 255).pow(2).mean(), on_epoch=True, batch_size=count)
         return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
 
+    def on_validation_epoch_start(self) -> None:
+        """Count the epoch's defective validation images (for the threshold warning)."""
+        self._val_defective = 0
+
     def on_validation_epoch_end(self) -> None:
-        """Warn once when no defect-free validation image exists (then val_loss is missing)."""
+        """Warn once when no defect-free validation image exists (then val_loss is missing), and once when the
+        F1-adaptive threshold is in use without any defective validation image (it then flags almost everything)."""
+        post = self.post_processor
+        f1_adaptive = isinstance(post, PostProcessor) and not isinstance(post, DefectFreePostProcessor)
+        if f1_adaptive and post.enable_thresholding and self._val_defective == 0 and not self._warned_f1_without_defects:
+            self._warned_f1_without_defects = True
+            warnings.warn(
+                "The validation set has no defective images, but the thresholds come from anomalib's F1-adaptive "
+                "metric, which then falls back to an extreme score: almost every image and pixel will be flagged. "
+                "Use post_processor: {class_path: anomalib_ssimae.post_processing.DefectFreePostProcessor} to set "
+                "them for a false-positive rate on defect-free images instead.",
+                stacklevel=1,
+            )
         if "val_loss" not in self.trainer.callback_metrics and not self._warned_no_good_val:
             self._warned_no_good_val = True
             warnings.warn(

@@ -1,0 +1,323 @@
+"""Deployment: export metadata, defect regions, JSON-lines records and folder prediction with an exported model.
+
+An exported model (``anomalib export``) takes ``input (B, 3, H, W)`` float32 RGB in [0, 1] of any H, W, resizes it
+to the model's ``image_size`` inside the graph and returns ``pred_score (B,)`` and ``anomaly_map (B, 1, h, w)``
+normalised to [0, 1] (the threshold maps to 0.5), ``pred_label (B,)`` and ``pred_mask (B, 1, h, w)`` booleans, with
+``(h, w) = image_size``. Beside the model file, ``calibration.json`` holds the raw thresholds, the normalisation
+range and, with :class:`~anomalib_ssimae.post_processing.DefectFreePostProcessor`, the defect-free quantiles, so
+that :class:`OpenVinoDetector` can use another threshold or false-positive rate without retraining or re-export.
+
+    ssimae-predict results/.../weights/openvino/model.xml path/to/images out/ [--image-fpr 0.01]
+
+writes ``out/predictions.jsonl`` (one :func:`prediction_record` per image) and ``out/overlays/<name>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.visualization.image.functional import overlay_images, visualize_anomaly_map, visualize_mask
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from anomalib_ssimae.post_processing import FPR_GRID, interpolate_fpr
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+CALIBRATION_FILE = "calibration.json"
+
+
+# ----------------------------------------------------------------------------------------------- files
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    Path(tmp.name).replace(path)
+
+
+def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
+    """Image file -> ``(H, W, 3)`` float32 RGB in [0, 1] and the RGB PIL image. Gray, RGB, RGBA, palette and
+    16-bit files are accepted (16-bit scaled from 0-65535; alpha dropped). A file PIL cannot read raises
+    ``ValueError`` naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
+                array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 1.0)
+                array = np.clip(array, 0, 1)
+                rgb = Image.fromarray((array * 255).round().astype(np.uint8)).convert("RGB")
+                return np.repeat(array[..., None], 3, axis=2), rgb
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        msg = f"{path}: cannot be read as an image ({error})"
+        raise ValueError(msg) from error
+    return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
+
+
+# ----------------------------------------------------------------------------------------------- regions, records
+def defect_regions(mask: np.ndarray, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Connected defect regions of a predicted mask.
+
+    ``mask``: ``(h, w)`` bool at model resolution; ``size``: ``(height, width)`` of the original image, to which the
+    mask is scaled (nearest neighbour) first. Regions are 8-connected, largest first, each
+    ``{"area": pixels, "bbox": [x_min, y_min, x_max, y_max]}`` in original-image pixels (inclusive).
+    """
+    mask = np.asarray(mask, dtype=bool).reshape(np.asarray(mask).shape[-2:])
+    if size is not None and tuple(size) != mask.shape:
+        mask = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST), dtype=bool)
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return []
+    areas = np.bincount(labels.ravel())[1:]
+    boxes = ndimage.find_objects(labels)
+    regions = [{"area": int(areas[i]), "bbox": [int(box[1].start), int(box[0].start),
+                                                 int(box[1].stop - 1), int(box[0].stop - 1)]}
+               for i, box in enumerate(boxes)]
+    return sorted(regions, key=lambda region: -region["area"])
+
+
+def prediction_record(image_path: str | Path, size: tuple[int, int], score: float, label: bool, mask: np.ndarray,
+                      thresholds: dict[str, Any], overlay: str | Path | None = None) -> dict[str, Any]:
+    """One JSON-lines record: ``image``, ``width``, ``height``, ``anomaly_score`` (normalised, in [0, 1]),
+    ``label`` ("anomalous"/"normal"), ``threshold`` (what decided the label and mask), ``regions``
+    (:func:`defect_regions` in original pixels) and ``overlay`` (the picture, if written).
+    """
+    return {
+        "image": str(image_path),
+        "width": int(size[1]),
+        "height": int(size[0]),
+        "anomaly_score": round(float(score), 6),
+        "label": "anomalous" if bool(label) else "normal",
+        "threshold": thresholds,
+        "regions": defect_regions(mask, size),
+        "overlay": str(overlay) if overlay is not None else None,
+    }
+
+
+def overlay_picture(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarray) -> Image.Image:
+    """The image with the anomaly map (jet colours, alpha 0.4) and the predicted mask's contour (red) on top, at
+    the image's own size. ``anomaly_map``, ``mask``: ``(h, w)``, normalised map in [0, 1] and bool.
+    """
+    size = image.size
+    heat = visualize_anomaly_map(np.asarray(anomaly_map, dtype=np.float32), colormap=True).resize(size)
+    contour = visualize_mask(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(size, Image.NEAREST),
+                             mode="contour", color=(255, 0, 0))
+    return overlay_images(image, [heat, contour], alpha=[0.4, 1.0])
+
+
+# ----------------------------------------------------------------------------------------------- export metadata
+def _value(tensor: torch.Tensor | float | None) -> float | None:
+    value = float(tensor) if tensor is not None else float("nan")
+    return None if math.isnan(value) else value
+
+
+def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
+    """What the exported graph bakes in, as plain data (see module docstring): model name, ``image_size``, raw
+    image/pixel thresholds, the normalised cuts (``1 - sensitivity``), the normalisation range and, if calibrated on
+    defect-free images, the quantiles at :data:`~anomalib_ssimae.post_processing.FPR_GRID`.
+    """
+    post = model.post_processor
+    meta: dict[str, Any] = {
+        "model": type(model).__name__,
+        "image_size": list(model._image_size),  # noqa: SLF001
+        "input": "float32 RGB (B, 3, H, W) in [0, 1], any H and W (resized inside to image_size, bilinear, "
+                 "no antialiasing)",
+        "normalized": bool(getattr(post, "enable_normalization", False)),
+    }
+    if post is None:
+        return meta
+    meta.update({
+        "image_threshold": _value(post.image_threshold),
+        "pixel_threshold": _value(post.pixel_threshold),
+        "image_cut": float(1 - post.image_sensitivity),
+        "pixel_cut": float(1 - post.pixel_sensitivity),
+        "image_min": _value(post.image_min), "image_max": _value(post.image_max),
+        "pixel_min": _value(post.pixel_min), "pixel_max": _value(post.pixel_max),
+        "post_processor": type(post).__name__,
+    })
+    if hasattr(post, "image_fpr_quantiles"):
+        meta["calibration"] = {
+            "image_fpr": post.image_fpr, "pixel_fpr": post.pixel_fpr, "min_defect_area": post.min_defect_area,
+            "defect_free_images": int(post.calibration_images),
+            "fpr_grid": FPR_GRID.tolist(),
+            "image_fpr_quantiles": [_value(v) for v in post.image_fpr_quantiles],
+            "pixel_fpr_quantiles": [_value(v) for v in post.pixel_fpr_quantiles],
+        }
+    return meta
+
+
+def write_export_metadata(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Write :func:`export_metadata` as ``<directory>/calibration.json`` (atomically) and return its path."""
+    path = Path(directory) / CALIBRATION_FILE
+    write_text_atomic(path, json.dumps(export_metadata(model), indent=2) + "\n")
+    return path
+
+
+def normalized_cut(meta: dict[str, Any], level: str, threshold: float | None = None, fpr: float | None = None,
+                   ) -> tuple[float, dict[str, Any]]:
+    """Cut on the exported (normalised) ``level`` = "image" or "pixel" output for a new raw ``threshold`` or a
+    false-positive rate ``fpr`` (needs defect-free calibration); neither keeps the exported cut.
+
+    Returns ``(cut, description)``; outputs strictly above ``cut`` are anomalous. Raises ``ValueError`` when the
+    request cannot be met by the exported outputs (no calibration, or a threshold outside the normalisation range,
+    where the outputs are clamped).
+    """
+    raw = meta.get(f"{level}_threshold")
+    if fpr is not None:
+        table = (meta.get("calibration") or {}).get(f"{level}_fpr_quantiles")
+        if not table or any(v is None for v in table):
+            msg = (f"{level} false-positive rate requested, but the export has no defect-free calibration: train "
+                   "with post_processor anomalib_ssimae.post_processing.DefectFreePostProcessor")
+            raise ValueError(msg)
+        threshold = interpolate_fpr(table, fpr)
+    if threshold is None:
+        return meta.get(f"{level}_cut", 0.5), {"raw": raw, "normalized": meta.get(f"{level}_cut", 0.5),
+                                               "source": "export"}
+    source = f"{level}_fpr={fpr:g}" if fpr is not None else "user"
+    if not meta.get("normalized") or raw is None:
+        return float(threshold), {"raw": threshold, "normalized": None, "source": source}
+    low, high = meta[f"{level}_min"], meta[f"{level}_max"]
+    cut = (threshold - raw) / (high - low) + 0.5 if high > low else 0.5
+    if not 0 <= cut < 1:
+        msg = (f"{level} threshold {threshold:.6g} lies outside the range the exported {level} outputs can express "
+               f"({raw - (high - low) / 2:.6g} .. {raw + (high - low) / 2:.6g}, where they are clamped); "
+               "re-export after DefectFreePostProcessor.set_false_positive_rates")
+        raise ValueError(msg)
+    return cut, {"raw": threshold, "normalized": cut, "source": source}
+
+
+# ----------------------------------------------------------------------------------------------- OpenVINO
+class OpenVinoDetector:
+    """An exported OpenVINO model plus its ``calibration.json``, with thresholds changeable at load time.
+
+    Args:
+        model_path: ``model.xml`` from ``anomalib export --export_type openvino``.
+        precision: OpenVINO ``INFERENCE_PRECISION_HINT``: ``"f32"`` (default; the outputs match torch to ~1e-6) or
+            ``"bf16"`` (faster on CPUs with AMX/AVX512-BF16, but SSIM maps moved by 0.05 in a trial: see README).
+        image_threshold, pixel_threshold: new raw thresholds (the units of the model's raw anomaly score/map).
+        image_fpr, pixel_fpr: or a target false-positive rate from the defect-free calibration.
+        device: OpenVINO device name.
+
+    Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request.
+    """
+
+    def __init__(self, model_path: str | Path, precision: str = "f32", image_threshold: float | None = None,
+                 pixel_threshold: float | None = None, image_fpr: float | None = None,
+                 pixel_fpr: float | None = None, device: str = "CPU") -> None:
+        import openvino as ov  # noqa: PLC0415 (optional at import time of the package)
+
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            msg = f"{self.model_path}: no such OpenVINO model (expected .../weights/openvino/model.xml)"
+            raise FileNotFoundError(msg)
+        calibration = self.model_path.parent / CALIBRATION_FILE
+        self.meta = json.loads(calibration.read_text()) if calibration.is_file() else {}
+        if not self.meta:
+            logger.warning("%s not found: the exported thresholds are used and cannot be changed", calibration)
+        self.image_cut, image_info = normalized_cut(self.meta, "image", image_threshold, image_fpr)
+        self.pixel_cut, pixel_info = normalized_cut(self.meta, "pixel", pixel_threshold, pixel_fpr)
+        self.thresholds = {"image": image_info, "pixel": pixel_info}
+        self.compiled = ov.Core().compile_model(str(self.model_path), device, {"INFERENCE_PRECISION_HINT": precision})
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """``images``: ``(B, 3, H, W)`` float32 in [0, 1]. Returns ``pred_score (B,)``, ``anomaly_map (B, h, w)``
+        (normalised), and ``pred_label (B,)``, ``pred_mask (B, h, w)`` at this detector's thresholds."""
+        outputs = self.compiled(np.ascontiguousarray(images, dtype=np.float32))
+        named = {port.get_any_name(): value for port, value in outputs.items()}
+        score = named["pred_score"].reshape(-1)
+        anomaly_map = named["anomaly_map"].reshape(len(score), *named["anomaly_map"].shape[-2:])
+        return {"pred_score": score, "anomaly_map": anomaly_map,
+                "pred_label": score > self.image_cut, "pred_mask": anomaly_map > self.pixel_cut}
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted. Raises if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        msg = f"{folder}: not a folder"
+        raise NotADirectoryError(msg)
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        msg = f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        raise FileNotFoundError(msg)
+    return images
+
+
+def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir: str | Path) -> Path:
+    """Run ``detector`` on every image under ``input_dir``; write ``output_dir/predictions.jsonl`` and
+    ``output_dir/overlays/<relative path>.png``. Returns the JSON-lines path.
+
+    Never overwrites: an existing ``predictions.jsonl`` raises ``FileExistsError``. Records are appended to
+    ``predictions.jsonl.partial`` as images are done and the file is renamed at the end, so an interrupted run
+    leaves its finished records. An unreadable image gets a record with ``"error"`` and the run goes on.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    final = output_dir / "predictions.jsonl"
+    if final.exists():
+        msg = f"{final} exists: choose another output folder (results are never overwritten)"
+        raise FileExistsError(msg)
+    images = find_images(input_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + ".partial")
+    try:
+        from tqdm import tqdm  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        tqdm = None  # noqa: N806
+    with partial.open("w") as records:
+        for path in tqdm(images, desc="predict", unit="image") if tqdm else images:
+            relative = path.relative_to(input_dir)
+            try:
+                array, rgb = read_rgb(path)
+            except ValueError as error:
+                logger.error("%s", error)
+                records.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
+                continue
+            result = detector(array.transpose(2, 0, 1)[None])
+            overlay = output_dir / "overlays" / relative.with_suffix(".png")
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(overlay)
+            record = prediction_record(path, array.shape[:2], result["pred_score"][0], result["pred_label"][0],
+                                       result["pred_mask"][0], detector.thresholds, overlay)
+            records.write(json.dumps(record) + "\n")
+            records.flush()
+            os.fsync(records.fileno())
+    partial.replace(final)
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``ssimae-predict``: folder prediction with an exported OpenVINO model (see module docstring)."""
+    parser = argparse.ArgumentParser(prog="ssimae-predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model.xml from anomalib export --export_type openvino")
+    parser.add_argument("input_dir", help="folder of images (searched recursively)")
+    parser.add_argument("output_dir", help="new folder for predictions.jsonl and overlays/")
+    parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
+    parser.add_argument("--image-threshold", type=float, help="raw image threshold (replaces the exported one)")
+    parser.add_argument("--pixel-threshold", type=float, help="raw pixel threshold")
+    parser.add_argument("--image-fpr", type=float, help="image false-positive rate on defect-free images")
+    parser.add_argument("--pixel-fpr", type=float, help="pixel false-positive rate on defect-free images")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    detector = OpenVinoDetector(args.model, args.precision, args.image_threshold, args.pixel_threshold,
+                                args.image_fpr, args.pixel_fpr)
+    path = predict_folder(detector, args.input_dir, args.output_dir)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    flagged = sum(1 for r in lines if r.get("label") == "anomalous")
+    print(f"{len(lines)} images, {flagged} anomalous. Records: {path}  Overlays: {path.parent / 'overlays'}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

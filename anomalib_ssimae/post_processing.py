@@ -1,0 +1,205 @@
+"""Thresholds from defect-free images: anomalib's PostProcessor with the thresholds set for a false-positive rate.
+
+anomalib's default thresholds maximise F1 on the validation set and so need defective validation images; with only
+defect-free ones the F1-adaptive threshold falls back to an extreme score and flags (almost) everything. Here the
+image threshold is the ``1 - image_fpr`` quantile of the anomaly scores of the defect-free validation images, and
+the pixel threshold the ``1 - pixel_fpr`` quantile of their anomaly-map pixels, optionally raised by Bergmann's
+minimum-defect-area rule (Bergmann et al., CVPR 2019, §4.2: the smallest threshold at which no connected region
+on the defect-free validation images reaches ``min_defect_area`` pixels). Normalisation, the baked thresholds in the
+exported graph and the sensitivity are anomalib's (``PostProcessor``): a score at the threshold maps to 0.5.
+
+The quantiles of the defect-free scores and pixels at a fixed grid of false-positive rates (:data:`FPR_GRID`) are
+kept as buffers, so the checkpoint and the export metadata can move the operating point later without retraining
+(:meth:`DefectFreePostProcessor.set_false_positive_rates`, ``anomalib_ssimae.deploy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.data import Batch
+from anomalib.post_processing import PostProcessor
+from lightning.pytorch import LightningModule, Trainer
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+FPR_GRID = torch.logspace(0, -6, 61, dtype=torch.float64)  # 1, 0.794, ..., 1e-6: ten points per decade
+
+
+def _normal_images(batch: Batch) -> torch.Tensor:
+    """Boolean ``(B,)``: the defect-free images of a validation batch (all of them when labels are missing)."""
+    if batch.gt_label is None:
+        return torch.ones(len(batch.pred_score), dtype=torch.bool)
+    return ~batch.gt_label.detach().bool().cpu().reshape(-1)
+
+
+def fpr_quantiles(values: np.ndarray, fprs: torch.Tensor = FPR_GRID) -> torch.Tensor:
+    """For each rate ``f`` of ``fprs``, the smallest ``t`` among ``values`` with ``mean(values > t) <= f``.
+
+    ``values``: any shape, defect-free scores or pixels; ``fprs`` in [0, 1] (0 gives the maximum). Returns float64
+    ``(len(fprs),)``. Example: 100 scores 1..100 and f = 0.05 give 95 (five scores, 96..100, lie above it).
+    """
+    flat = np.sort(values.reshape(-1).astype(np.float64))
+    index = np.ceil((1 - fprs.numpy()) * len(flat) - 1e-9).astype(np.int64) - 1
+    return torch.from_numpy(flat[np.clip(index, 0, len(flat) - 1)].copy())
+
+
+def largest_region(maps: np.ndarray, threshold: float) -> int:
+    """Pixels in the largest 8-connected region of ``maps > threshold`` over all maps ``(N, H, W)``."""
+    largest = 0
+    for anomaly_map in maps:
+        labels, count = ndimage.label(anomaly_map > threshold, structure=np.ones((3, 3)))
+        if count:
+            largest = max(largest, int(np.bincount(labels.ravel())[1:].max()))
+    return largest
+
+
+def min_area_threshold(maps: np.ndarray, min_defect_area: int, start: float, iterations: int = 30) -> float:
+    """Smallest threshold ``>= start`` at which no region of ``maps > t`` (``(N, H, W)``) has ``min_defect_area``
+    pixels or more; bisection, as region sizes only shrink when the threshold rises (Bergmann et al. 2019, §4.2).
+    """
+    if largest_region(maps, start) < min_defect_area:
+        return start
+    low, high = start, float(maps.max())  # at the maximum no pixel is above: no region
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if largest_region(maps, middle) < min_defect_area:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+class DefectFreePostProcessor(PostProcessor):
+    """anomalib ``PostProcessor`` whose thresholds come from defect-free validation images only.
+
+    Args:
+        image_fpr: target fraction of defect-free images flagged as anomalous, in (0, 1) (default 0.01).
+        pixel_fpr: target fraction of defect-free pixels in the predicted mask, in (0, 1) (default 0.001).
+        min_defect_area: if set, pixels: raise the pixel threshold until no connected region on the defect-free
+            validation images has this many pixels (at the model's ``image_size``), Bergmann et al. 2019 §4.2.
+        max_calibration_images: defect-free validation maps kept per epoch for the pixel threshold (memory: 4 bytes
+            per pixel); later images of the epoch still count for the image threshold.
+        **kwargs: anomalib ``PostProcessor`` arguments (``enable_normalization``, sensitivities, ...).
+
+    Without any defect-free validation image the thresholds stay those of anomalib's F1-adaptive metric, with a
+    warning. Buffers (in the checkpoint): the two thresholds and min/max as in ``PostProcessor``, plus
+    ``image_fpr_quantiles`` and ``pixel_fpr_quantiles`` ``(61,)`` float64, the raw thresholds at :data:`FPR_GRID`.
+    """
+
+    def __init__(
+        self,
+        image_fpr: float = 0.01,
+        pixel_fpr: float = 0.001,
+        min_defect_area: int | None = None,
+        max_calibration_images: int = 200,
+        **kwargs: Any,  # noqa: ANN401
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, value in (("image_fpr", image_fpr), ("pixel_fpr", pixel_fpr)):
+            if not 0 < value < 1:
+                msg = f"{name} is a false-positive rate and must be in (0, 1), got {value}"
+                raise ValueError(msg)
+        if min_defect_area is not None and min_defect_area < 1:
+            msg = f"min_defect_area must be None or at least 1 pixel, got {min_defect_area}"
+            raise ValueError(msg)
+        self.image_fpr = image_fpr
+        self.pixel_fpr = pixel_fpr
+        self.min_defect_area = min_defect_area
+        self.max_calibration_images = max_calibration_images
+        self.register_buffer("image_fpr_quantiles", torch.full((len(FPR_GRID),), float("nan"), dtype=torch.float64))
+        self.register_buffer("pixel_fpr_quantiles", torch.full((len(FPR_GRID),), float("nan"), dtype=torch.float64))
+        self.register_buffer("calibration_images", torch.tensor(0))
+        self._scores: list[torch.Tensor] = []
+        self._maps: list[torch.Tensor] = []
+
+    @property
+    def _checkpoint_config_keys(self) -> tuple[str, ...]:
+        return (*super()._checkpoint_config_keys, "image_fpr", "pixel_fpr", "min_defect_area")
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Forget the previous epoch's defect-free scores and maps."""
+        del trainer, pl_module
+        self._scores, self._maps = [], []
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args: Any,
+                                **kwargs: Any) -> None:  # noqa: ANN401
+        """anomalib's updates (F1 fallback, min/max), plus the defect-free scores and maps of the batch."""
+        super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
+        normal = _normal_images(outputs)
+        if normal.any():
+            self._scores.append(outputs.pred_score.detach().float().cpu().reshape(-1)[normal])
+            kept = sum(len(m) for m in self._maps)
+            if outputs.anomaly_map is not None and kept < self.max_calibration_images:
+                maps = outputs.anomaly_map.detach().float().cpu()
+                maps = maps.reshape(len(normal), *maps.shape[-2:])[normal]
+                self._maps.append(maps[: self.max_calibration_images - kept])
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """anomalib's thresholds and min/max, then the defect-free thresholds replace the F1-adaptive ones."""
+        super().on_validation_epoch_end(trainer, pl_module)
+        if not self._scores:
+            logger.warning(
+                "DefectFreePostProcessor: the validation set has no defect-free image, so the thresholds stay "
+                "anomalib's F1-adaptive ones. Add defect-free images to the validation split.",
+            )
+            return
+        scores = torch.cat(self._scores).numpy()
+        self.image_fpr_quantiles.copy_(fpr_quantiles(scores))
+        self.calibration_images.fill_(len(scores))
+        if self._maps:
+            maps = torch.cat(self._maps).numpy()
+            self.pixel_fpr_quantiles.copy_(fpr_quantiles(maps))
+        rate = lambda fpr: torch.tensor([fpr], dtype=torch.float64)  # noqa: E731
+        self._image_threshold.fill_(float(fpr_quantiles(scores, rate(self.image_fpr))[0]))
+        if self._maps:
+            self._pixel_threshold.fill_(float(fpr_quantiles(maps, rate(self.pixel_fpr))[0]))
+        if self.min_defect_area is not None and self._maps:
+            threshold = min_area_threshold(maps, self.min_defect_area, float(self._pixel_threshold))
+            self._pixel_threshold.fill_(threshold)
+        self._centre_ranges()
+        self._scores, self._maps = [], []
+
+    def _centre_ranges(self) -> None:
+        """Make each normalisation range symmetric about its threshold and wide enough to hold every validation
+        value: anomalib clamps normalised outputs to [0, 1], i.e. to ``threshold +- (max - min) / 2``, and only
+        thresholds inside that band can be chosen after export (``anomalib_ssimae.deploy.normalized_cut``)."""
+        for threshold, low, high in ((self._image_threshold, self.image_min, self.image_max),
+                                     (self._pixel_threshold, self.pixel_min, self.pixel_max)):
+            if torch.isnan(threshold) or torch.isnan(low) or torch.isnan(high):
+                continue
+            half = torch.maximum(high - threshold, threshold - low)
+            low.copy_(threshold - half)
+            high.copy_(threshold + half)
+
+    def set_false_positive_rates(self, image_fpr: float | None = None, pixel_fpr: float | None = None) -> None:
+        """Move the thresholds to other false-positive rates, from the stored defect-free quantiles (no retraining).
+
+        The rate is interpolated in log scale on :data:`FPR_GRID` (1 down to 1e-6); rates below what the
+        validation images can resolve (about 1 / number of defect-free scores or pixels) give their maximum.
+        ``min_defect_area`` is not re-applied: call it before exporting, then re-export.
+        """
+        for fpr, table, threshold in ((image_fpr, self.image_fpr_quantiles, self._image_threshold),
+                                      (pixel_fpr, self.pixel_fpr_quantiles, self._pixel_threshold)):
+            if fpr is None or torch.isnan(table).all():
+                continue
+            threshold.fill_(interpolate_fpr(table, fpr))
+        if image_fpr is not None:
+            self.image_fpr = image_fpr
+        if pixel_fpr is not None:
+            self.pixel_fpr = pixel_fpr
+        self._centre_ranges()
+
+
+def interpolate_fpr(quantiles: torch.Tensor | np.ndarray | list[float], fpr: float) -> float:
+    """Raw threshold for a false-positive rate ``fpr`` in (0, 1] from quantiles on :data:`FPR_GRID` ``(61,)``."""
+    if not 0 < fpr <= 1:
+        msg = f"a false-positive rate must be in (0, 1], got {fpr}"
+        raise ValueError(msg)
+    grid = np.log10(FPR_GRID.numpy())[::-1]  # increasing: -6 ... 0
+    values = np.asarray(quantiles, dtype=np.float64)[::-1]
+    return float(np.interp(np.log10(max(fpr, 1e-6)), grid, values))

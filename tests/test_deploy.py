@@ -1,0 +1,255 @@
+"""Deployment on real images: export parity (Lightning, torch, ONNX Runtime, OpenVINO), thresholds from defect-free
+images, folder prediction with JSON lines and overlays.
+
+A model is trained in-process on mvtec_ad_grid_mini for one short epoch with DefectFreePostProcessor; its weights
+are poor, but parity and calibration are properties of the pipeline, not of the training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import MVTecAD, PredictDataset
+from anomalib.data.utils import read_image
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
+from anomalib_ssimae.deploy import OpenVinoDetector, defect_regions, normalized_cut, predict_folder
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
+
+from .conftest import SHARED_DATASETS
+
+GRID = SHARED_DATASETS / "mvtec_ad_grid_mini"
+TOLERANCE = 1e-4  # anomaly maps after normalisation, issue 4
+
+
+def grid_datamodule(**kwargs: object) -> MVTecAD:
+    options = {"val_split_mode": "from_test", "val_split_ratio": 0.5, "seed": 42, "num_workers": 0,
+               "train_batch_size": 32, "eval_batch_size": 8} | kwargs
+    return MVTecAD(root=SHARED_DATASETS, category="mvtec_ad_grid_mini", **options)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, work folder) of a short in-process training with defect-free calibration."""
+    work = tmp_path_factory.mktemp("deploy")
+    model = SsimAe(crops_per_epoch=128, batch_size=64,
+                   post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01))
+    engine = Engine(max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1,
+                    enable_progress_bar=False)
+    engine.fit(model, datamodule=grid_datamodule())
+    return Path(engine.trainer.checkpoint_callback.best_model_path), work
+
+
+def lightning_predict(model: SsimAe, folder: Path, root: Path) -> dict[str, np.ndarray]:
+    """Engine.predict on a folder (the dataloader path users get with `anomalib predict --data_path`)."""
+    dataset = PredictDataset(folder)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=dataset.collate_fn)
+    batches = Engine(default_root_dir=root, logger=False, accelerator="cpu", devices=1,
+                     enable_progress_bar=False).predict(model=model, dataloaders=loader)
+    return {
+        "paths": [p for b in batches for p in b.image_path],
+        "pred_score": torch.cat([b.pred_score for b in batches]).numpy(),
+        "anomaly_map": torch.cat([b.anomaly_map.reshape(len(b.image_path), *b.anomaly_map.shape[-2:])
+                                  for b in batches]).numpy(),
+        "pred_label": torch.cat([b.pred_label for b in batches]).numpy(),
+        "pred_mask": torch.cat([b.pred_mask.reshape(len(b.image_path), *b.pred_mask.shape[-2:])
+                                for b in batches]).numpy(),
+    }
+
+
+def run_onnx(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path))
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"input": images}), strict=True))
+
+
+def run_openvino(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return {port.get_any_name(): value for port, value in compiled(images).items()}
+
+
+def assert_parity(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], name: str) -> None:
+    n = len(reference["pred_score"])
+    maps = np.asarray(other["anomaly_map"]).reshape(n, -1)
+    masks = np.asarray(other["pred_mask"]).reshape(n, -1)
+    assert np.abs(maps - reference["anomaly_map"].reshape(n, -1)).max() <= TOLERANCE, name
+    assert np.abs(np.asarray(other["pred_score"]).reshape(-1) - reference["pred_score"]).max() <= TOLERANCE, name
+    assert np.array_equal(np.asarray(other["pred_label"]).reshape(-1), reference["pred_label"]), name
+    assert np.array_equal(masks, reference["pred_mask"].reshape(n, -1)), name
+
+
+def test_checkpoint_keeps_defect_free_thresholds(trained: tuple[Path, Path]) -> None:
+    checkpoint, _ = trained
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    post = model.post_processor
+    assert isinstance(post, DefectFreePostProcessor)
+    assert (post.image_fpr, post.pixel_fpr) == (0.2, 0.01)
+    assert int(post.calibration_images) >= 1
+    assert torch.isfinite(post.pixel_fpr_quantiles).all()
+    assert torch.all(post.pixel_fpr_quantiles[:-1] <= post.pixel_fpr_quantiles[1:])  # rise as the FPR falls
+    # the pixel threshold is the stored quantile at FPR 0.01 (grid point 20 of 1 ... 1e-6, 10 per decade)
+    assert float(post.pixel_threshold) == pytest.approx(float(post.pixel_fpr_quantiles[20]), rel=1e-6)
+
+
+def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path]) -> None:
+    """Real defective grid images, full 1024 x 1024 resolution: the exported graphs resize inside."""
+    checkpoint, work = trained
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    export = work / "export"
+    reference = lightning_predict(model, GRID / "test" / "broken", work / "predict")
+    images = torch.stack([read_image(p, as_tensor=True) for p in reference["paths"]])
+    assert images.shape[-2:] != (256, 256)
+
+    torch_model = torch.load(model.to_torch(export), weights_only=False)["model"].eval()
+    with torch.no_grad():
+        torch_out = {k: v.numpy() for k, v in torch_model(images)._asdict().items() if v is not None}
+    assert_parity(reference, torch_out, "torch")
+    assert_parity(reference, run_onnx(model.to_onnx(export), images.numpy()), "onnxruntime")
+
+    # the OpenVINO export through the CLI, as users run it
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [str(Path(sys.executable).parent / "anomalib"), "export", "--model", "anomalib_ssimae.SsimAe",
+               "--export_type", "openvino", "--ckpt_path", str(checkpoint), "--default_root_dir", str(export)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    xml = export / "weights" / "openvino" / "model.xml"
+    assert_parity(reference, run_openvino(xml, images.numpy()), "openvino")
+    meta = json.loads((xml.parent / "calibration.json").read_text())
+    assert meta["image_size"] == [256, 256]
+    assert meta["pixel_threshold"] == pytest.approx(float(model.post_processor.pixel_threshold), rel=1e-6)
+    assert meta["calibration"]["pixel_fpr"] == 0.01
+
+
+@pytest.mark.parametrize("variant", [SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended])
+def test_every_variant_exports_with_parity(variant: type[SsimAe], tmp_path: Path) -> None:
+    """Untrained weights, but normalisation and thresholds set, so the whole graph is exercised; odd input size."""
+    model = variant(image_size=[160, 192]).eval()
+    post = model.post_processor
+    for name, value in (("_image_threshold", 0.9), ("_pixel_threshold", 0.6), ("image_min", 0.5),
+                        ("image_max", 1.2), ("pixel_min", 0.0), ("pixel_max", 1.5)):
+        getattr(post, name).fill_(value)
+    images = torch.stack([read_image(p, as_tensor=True) for p in sorted((GRID / "test" / "bent").glob("*.png"))[:2]])
+    images = torch.nn.functional.interpolate(images, size=(301, 257), mode="bilinear")  # not the model size
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in model(images)._asdict().items() if v is not None}
+    assert reference["anomaly_map"].shape == (2, 1, 160, 192)
+    onnx = model.to_onnx(tmp_path)
+    assert_parity(reference, run_onnx(onnx, images.numpy()), "onnxruntime")
+    assert_parity(reference, run_openvino(onnx, images.numpy()), "openvino")
+
+
+def test_defect_regions_in_original_pixels() -> None:
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[1:3, 1:4] = True  # 2 x 3 region
+    mask[6, 6] = True  # a single pixel, diagonal neighbour of nothing
+    mask[7, 7] = True  # 8-connected to (6, 6)
+    regions = defect_regions(mask, (16, 32))  # scaled x2 vertically, x4 horizontally
+    assert regions == [{"area": 6 * 2 * 4, "bbox": [4, 2, 15, 5]}, {"area": 2 * 2 * 4, "bbox": [24, 12, 31, 15]}]
+    assert defect_regions(np.zeros((4, 4), dtype=bool)) == []
+
+
+def test_threshold_changes_after_export() -> None:
+    meta = {"normalized": True, "image_threshold": 0.9, "image_min": 0.5, "image_max": 1.3, "image_cut": 0.5,
+            "calibration": {"image_fpr_quantiles": np.linspace(0.5, 1.1, 61).tolist()}}
+    assert normalized_cut(meta, "image") == (0.5, {"raw": 0.9, "normalized": 0.5, "source": "export"})
+    cut, info = normalized_cut(meta, "image", threshold=1.1)
+    assert cut == pytest.approx(0.75)  # (1.1 - 0.9) / 0.8 + 0.5
+    cut, info = normalized_cut(meta, "image", fpr=1e-3)  # grid point 30 of 61 -> 0.5 + 0.6 * 30 / 60 = 0.8
+    assert info == {"raw": pytest.approx(0.8), "normalized": pytest.approx(0.375), "source": "image_fpr=0.001"}
+    assert cut == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="outside the range"):
+        normalized_cut(meta, "image", threshold=1.5)
+    with pytest.raises(ValueError, match="no defect-free calibration"):
+        normalized_cut({"normalized": True, "pixel_threshold": 0.5}, "pixel", fpr=0.01)
+
+
+def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Gray, RGB, RGBA, an odd size and a broken file; JSON lines, overlays, no overwrite."""
+    checkpoint, work = trained
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    xml = model.to_openvino(tmp_path / "export")
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    source = Image.open(GRID / "test" / "bent" / "000.png")
+    source.convert("L").save(folder / "gray.png")
+    source.convert("RGB").resize((300, 200)).save(folder / "sub" / "rgb_small.jpg", quality=95)
+    source.convert("RGBA").save(folder / "rgba.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    detector = OpenVinoDetector(xml)
+    records_path = predict_folder(detector, folder, tmp_path / "out")
+    records = [json.loads(line) for line in records_path.read_text().splitlines()]
+    assert [Path(r["image"]).name for r in records] == ["broken.png", "gray.png", "rgba.png", "rgb_small.jpg"]
+    assert "cannot be read as an image" in records[0]["error"]
+    gray, rgba, small = records[1:]
+    assert (small["width"], small["height"]) == (300, 200)
+    assert gray["anomaly_score"] == pytest.approx(rgba["anomaly_score"], abs=1e-6)  # same pixels, other modes
+    for record in records[1:]:
+        assert Path(record["overlay"]).is_file()
+        assert Image.open(record["overlay"]).size == (record["width"], record["height"])
+        assert record["label"] == ("anomalous" if record["anomaly_score"] > 0.5 else "normal")
+        for region in record["regions"]:
+            x0, y0, x1, y1 = region["bbox"]
+            assert 0 <= x0 <= x1 < record["width"] and 0 <= y0 <= y1 < record["height"]
+            assert 1 <= region["area"] <= (x1 - x0 + 1) * (y1 - y0 + 1)
+    # the same result as Lightning for the same file
+    (tmp_path / "lightning").mkdir()
+    (folder / "gray.png").link_to(tmp_path / "lightning" / "gray.png")
+    reference = lightning_predict(model, tmp_path / "lightning", work / "predict_folder")
+    assert gray["anomaly_score"] == pytest.approx(float(reference["pred_score"][0]), abs=TOLERANCE)
+    with pytest.raises(FileExistsError):
+        predict_folder(detector, folder, tmp_path / "out")
+    # any defect-free quantile can be chosen after export; a lower false-positive rate gives a higher cut
+    strict = OpenVinoDetector(xml, image_fpr=1e-6, pixel_fpr=1e-6)
+    assert strict.image_cut >= detector.image_cut
+    assert strict.pixel_cut > detector.pixel_cut
+
+
+def test_calibrated_false_positive_rate_holds_on_held_out_images(trained: tuple[Path, Path]) -> None:
+    """Calibrate on half of 150 real defect-free magnetic-tile images, measure the FPR on the other half.
+
+    Interleaved halves (even and odd file indices), so both halves hold all six lighting sets (exp1..exp6). With
+    sets split apart (exp1-3 against exp4-6) the held-out image FPR was 0.49 for a target of 0.1: calibration holds
+    only for images like the validation images (README, Deployment).
+    """
+    checkpoint, _ = trained
+    model = SsimAe.load_from_checkpoint(checkpoint).eval()
+    paths = sorted((SHARED_DATASETS / "magnetic_tile" / "test" / "good").glob("*"))
+    assert len(paths) >= 100
+    maps, scores = [], []
+    with torch.no_grad():
+        for start in range(0, len(paths), 16):
+            images = torch.stack([torch.nn.functional.interpolate(read_image(p, as_tensor=True)[None], (256, 256),
+                                                                  mode="bilinear")[0] for p in paths[start:start + 16]])
+            out = model.model(images)
+            maps.append(out.anomaly_map)
+            scores.append(out.pred_score)
+    order = torch.cat([torch.arange(0, len(paths), 2), torch.arange(1, len(paths), 2)])
+    maps, scores = torch.cat(maps)[order], torch.cat(scores)[order]
+    half = (len(paths) + 1) // 2
+    post = DefectFreePostProcessor(image_fpr=0.1, pixel_fpr=0.01)
+    from anomalib.data import ImageBatch
+
+    post.on_validation_epoch_start(None, None)
+    batch = ImageBatch(image=torch.zeros(half, 3, 256, 256), gt_label=torch.zeros(half, dtype=torch.bool),
+                       pred_score=scores[:half], anomaly_map=maps[:half])
+    post.on_validation_batch_end(None, None, batch)
+    post.on_validation_epoch_end(None, None)
+    held_out_pixels = (maps[half:] > post.pixel_threshold).float().mean().item()
+    held_out_images = (scores[half:] > post.image_threshold).float().mean().item()
+    assert 0.005 <= held_out_pixels <= 0.02  # target 0.01
+    assert held_out_images <= 0.2  # target 0.1 on 75 images (measured 0.067)
+    calibration_pixels = (maps[:half] > post.pixel_threshold).float().mean().item()
+    assert calibration_pixels <= 0.01 < (maps[:half] >= post.pixel_threshold).float().mean().item() + 0.01
