@@ -1,16 +1,22 @@
-"""Callbacks that tell the user where things are: logs when training starts, results when testing ends."""
+"""Callbacks: where things are (logs when training starts, results when testing ends) and JSON-lines records of
+``anomalib predict``."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from anomalib.utils.path import generate_output_filename
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 
 def _say(message: str) -> None:
@@ -65,6 +71,7 @@ class PredictionRecords(Callback):
     def __init__(self) -> None:
         self._path: Path | None = None
         self._file = None
+        self._warned = False
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Open a new records file."""
@@ -82,23 +89,38 @@ class PredictionRecords(Callback):
     def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,  # noqa: ANN401
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         """Append the batch's records (after anomalib's post-processor has set labels and masks)."""
-        del trainer, batch, batch_idx, dataloader_idx
+        del batch, batch_idx, dataloader_idx
         from anomalib_ssimae.deploy import prediction_record  # noqa: PLC0415 (avoid an import cycle)
 
+        if outputs.image_path is None:
+            if not self._warned:
+                self._warned = True
+                logger.warning("PredictionRecords: the predict batches carry no image paths; no records written")
+            return
         post = pl_module.post_processor
-        thresholds = {
-            level: {"raw": _number(getattr(post, f"{level}_threshold", None)),
-                    "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)), "source": "checkpoint"}
-            for level in ("image", "pixel")
-        }
-        masks = outputs.pred_mask if outputs.pred_mask is not None else outputs.anomaly_map > 0.5
+        thresholds = None
+        if post is not None and not math.isnan(float(getattr(post, "image_threshold", float("nan")))):
+            thresholds = {
+                level: {"raw": _number(getattr(post, f"{level}_threshold", None)),
+                        "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)), "source": "checkpoint"}
+                for level in ("image", "pixel")
+            }
+        labels = outputs.pred_label if _is_bool(outputs.pred_label) else None  # None: no threshold in the model
+        masks = outputs.pred_mask if _is_bool(outputs.pred_mask) else None
+        visualizer_dir = getattr(pl_module.visualizer, "output_dir", None)
+        datamodule = getattr(trainer, "datamodule", None)
         for index, image_path in enumerate(outputs.image_path):
+            overlay = None
+            if visualizer_dir is not None:  # the panel anomalib's visualizer wrote for this image (same rule)
+                overlay = generate_output_filename(input_path=image_path, output_path=visualizer_dir,
+                                                   dataset_name=getattr(datamodule, "name", None),
+                                                   category=getattr(datamodule, "category", None))
             with Image.open(image_path) as image:
                 size = (image.height, image.width)
-            mask = masks[index].detach().cpu().numpy().reshape(masks.shape[-2:])
-            label = outputs.pred_label[index] if outputs.pred_label is not None else False
-            record = prediction_record(image_path, size, float(outputs.pred_score[index]), bool(label), mask,
-                                       thresholds)
+            mask = masks[index].detach().cpu().numpy().reshape(masks.shape[-2:]) if masks is not None else None
+            label = bool(labels[index]) if labels is not None else None
+            record = prediction_record(image_path, size, float(outputs.pred_score[index]), label, mask, thresholds,
+                                       overlay)
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
@@ -110,6 +132,11 @@ class PredictionRecords(Callback):
             self._path.with_name(self._path.name + ".partial").replace(self._path)
             _say(f"prediction records (JSON lines): {self._path.resolve()}")
             self._file = None
+
+
+def _is_bool(tensor: Any) -> bool:  # noqa: ANN401
+    """A boolean tensor (anomalib leaves scores unthresholded, as floats, when it has no threshold)."""
+    return tensor is not None and getattr(tensor, "dtype", None) == torch.bool
 
 
 def _number(value: Any) -> float | None:  # noqa: ANN401

@@ -29,6 +29,7 @@ from anomalib.visualization.image.functional import overlay_images, visualize_an
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from anomalib_ssimae.data.validation import UNSUPPORTED_MODES
 from anomalib_ssimae.post_processing import FPR_GRID, interpolate_fpr
 
 logger = logging.getLogger(__name__)
@@ -47,22 +48,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
-    """Image file -> ``(H, W, 3)`` float32 RGB in [0, 1] and the RGB PIL image. Gray, RGB, RGBA, palette and
-    16-bit files are accepted (16-bit scaled from 0-65535; alpha dropped). A file PIL cannot read raises
-    ``ValueError`` naming it.
+    """Image file -> ``(H, W, 3)`` float32 RGB in [0, 1] and the RGB PIL image, exactly as anomalib's loader reads
+    it (``PIL.Image.convert("RGB") / 255``): gray, RGB, RGBA (alpha dropped) and palette files.
+
+    Raises ``ValueError`` naming the file if PIL cannot decode it, or if it has 16-bit or float pixels (anomalib's
+    loader would clip those to white, so the model never saw such images; convert them to 8 bits first).
     """
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
-                array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else 1.0)
-                array = np.clip(array, 0, 1)
-                rgb = Image.fromarray((array * 255).round().astype(np.uint8)).convert("RGB")
-                return np.repeat(array[..., None], 3, axis=2), rgb
+            mode = image.mode
             rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         msg = f"{path}: cannot be read as an image ({error})"
         raise ValueError(msg) from error
+    if mode in UNSUPPORTED_MODES:
+        msg = f"{path}: PIL mode {mode} (16-bit or float pixels); convert it to 8 bits first"
+        raise ValueError(msg)
     return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
 
 
@@ -88,20 +90,21 @@ def defect_regions(mask: np.ndarray, size: tuple[int, int] | None = None) -> lis
     return sorted(regions, key=lambda region: -region["area"])
 
 
-def prediction_record(image_path: str | Path, size: tuple[int, int], score: float, label: bool, mask: np.ndarray,
-                      thresholds: dict[str, Any], overlay: str | Path | None = None) -> dict[str, Any]:
+def prediction_record(image_path: str | Path, size: tuple[int, int], score: float, label: bool | None,
+                      mask: np.ndarray | None, thresholds: dict[str, Any] | None,
+                      overlay: str | Path | None = None) -> dict[str, Any]:
     """One JSON-lines record: ``image``, ``width``, ``height``, ``anomaly_score`` (normalised, in [0, 1]),
-    ``label`` ("anomalous"/"normal"), ``threshold`` (what decided the label and mask), ``regions``
-    (:func:`defect_regions` in original pixels) and ``overlay`` (the picture, if written).
+    ``label`` ("anomalous"/"normal"; ``None`` when the model has no threshold), ``threshold`` (what decided the
+    label and mask), ``regions`` (:func:`defect_regions` in original pixels) and ``overlay`` (the picture, if any).
     """
     return {
         "image": str(image_path),
         "width": int(size[1]),
         "height": int(size[0]),
         "anomaly_score": round(float(score), 6),
-        "label": "anomalous" if bool(label) else "normal",
+        "label": None if label is None else ("anomalous" if bool(label) else "normal"),
         "threshold": thresholds,
-        "regions": defect_regions(mask, size),
+        "regions": defect_regions(mask, size) if mask is not None else [],
         "overlay": str(overlay) if overlay is not None else None,
     }
 
@@ -170,11 +173,21 @@ def normalized_cut(meta: dict[str, Any], level: str, threshold: float | None = N
     """Cut on the exported (normalised) ``level`` = "image" or "pixel" output for a new raw ``threshold`` or a
     false-positive rate ``fpr`` (needs defect-free calibration); neither keeps the exported cut.
 
-    Returns ``(cut, description)``; outputs strictly above ``cut`` are anomalous. Raises ``ValueError`` when the
-    request cannot be met by the exported outputs (no calibration, or a threshold outside the normalisation range,
-    where the outputs are clamped).
+    Returns ``(cut, description)``; outputs strictly above ``cut`` are anomalous. Raises ``ValueError`` when both or
+    an impossible request is given: no ``calibration.json``, no calibration for ``fpr``, a zero normalisation range,
+    or a threshold outside the normalisation range (where the exported outputs are clamped).
     """
-    raw = meta.get(f"{level}_threshold")
+    if threshold is not None and fpr is not None:
+        msg = f"give a {level} threshold or a {level} false-positive rate, not both"
+        raise ValueError(msg)
+    exported = meta.get(f"{level}_cut", 0.5)
+    if threshold is None and fpr is None:
+        return exported, {"raw": meta.get(f"{level}_threshold"), "normalized": exported, "source": "export"}
+    raw, low, high = (meta.get(f"{level}_{key}") for key in ("threshold", "min", "max"))
+    if not meta.get("normalized") or None in (raw, low, high):
+        msg = (f"cannot change the {level} threshold: the export has no {CALIBRATION_FILE} with a threshold and a "
+               "normalisation range (export again with this package)")
+        raise ValueError(msg)
     if fpr is not None:
         table = (meta.get("calibration") or {}).get(f"{level}_fpr_quantiles")
         if not table or any(v is None for v in table):
@@ -182,19 +195,16 @@ def normalized_cut(meta: dict[str, Any], level: str, threshold: float | None = N
                    "with post_processor anomalib_ssimae.post_processing.DefectFreePostProcessor")
             raise ValueError(msg)
         threshold = interpolate_fpr(table, fpr)
-    if threshold is None:
-        return meta.get(f"{level}_cut", 0.5), {"raw": raw, "normalized": meta.get(f"{level}_cut", 0.5),
-                                               "source": "export"}
-    source = f"{level}_fpr={fpr:g}" if fpr is not None else "user"
-    if not meta.get("normalized") or raw is None:
-        return float(threshold), {"raw": threshold, "normalized": None, "source": source}
-    low, high = meta[f"{level}_min"], meta[f"{level}_max"]
-    cut = (threshold - raw) / (high - low) + 0.5 if high > low else 0.5
+    if not high > low:
+        msg = f"the {level} normalisation range of the export is empty ({low} .. {high}): the threshold is fixed"
+        raise ValueError(msg)
+    cut = (threshold - raw) / (high - low) + exported
     if not 0 <= cut < 1:
         msg = (f"{level} threshold {threshold:.6g} lies outside the range the exported {level} outputs can express "
-               f"({raw - (high - low) / 2:.6g} .. {raw + (high - low) / 2:.6g}, where they are clamped); "
-               "re-export after DefectFreePostProcessor.set_false_positive_rates")
+               f"({raw - exported * (high - low):.6g} .. {raw + (1 - exported) * (high - low):.6g}, where they are "
+               "clamped); re-export after DefectFreePostProcessor.set_false_positive_rates")
         raise ValueError(msg)
+    source = f"{level}_fpr={fpr:g}" if fpr is not None else "user"
     return cut, {"raw": threshold, "normalized": cut, "source": source}
 
 
@@ -257,7 +267,7 @@ def find_images(folder: str | Path) -> list[Path]:
 
 def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir: str | Path) -> Path:
     """Run ``detector`` on every image under ``input_dir``; write ``output_dir/predictions.jsonl`` and
-    ``output_dir/overlays/<relative path>.png``. Returns the JSON-lines path.
+    ``output_dir/overlays/<relative path>.png`` (e.g. ``sub/a.jpg.png``). Returns the JSON-lines path.
 
     Never overwrites: an existing ``predictions.jsonl`` raises ``FileExistsError``. Records are appended to
     ``predictions.jsonl.partial`` as images are done and the file is renamed at the end, so an interrupted run
@@ -265,17 +275,18 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final = output_dir / "predictions.jsonl"
-    if final.exists():
-        msg = f"{final} exists: choose another output folder (results are never overwritten)"
-        raise FileExistsError(msg)
+    partial = final.with_name(final.name + ".partial")
+    for existing in (final, partial):
+        if existing.exists():
+            msg = f"{existing} exists: choose another output folder (results are never overwritten)"
+            raise FileExistsError(msg)
     images = find_images(input_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(final.name + ".partial")
     try:
         from tqdm import tqdm  # noqa: PLC0415
     except ImportError:  # pragma: no cover
         tqdm = None  # noqa: N806
-    with partial.open("w") as records:
+    with partial.open("x") as records:
         for path in tqdm(images, desc="predict", unit="image") if tqdm else images:
             relative = path.relative_to(input_dir)
             try:
@@ -285,7 +296,7 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
                 records.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
                 continue
             result = detector(array.transpose(2, 0, 1)[None])
-            overlay = output_dir / "overlays" / relative.with_suffix(".png")
+            overlay = output_dir / "overlays" / relative.with_name(relative.name + ".png")  # a.png, a.jpg differ
             overlay.parent.mkdir(parents=True, exist_ok=True)
             overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(overlay)
             record = prediction_record(path, array.shape[:2], result["pred_score"][0], result["pred_label"][0],
@@ -305,15 +316,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input_dir", help="folder of images (searched recursively)")
     parser.add_argument("output_dir", help="new folder for predictions.jsonl and overlays/")
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
-    parser.add_argument("--image-threshold", type=float, help="raw image threshold (replaces the exported one)")
-    parser.add_argument("--pixel-threshold", type=float, help="raw pixel threshold")
-    parser.add_argument("--image-fpr", type=float, help="image false-positive rate on defect-free images")
-    parser.add_argument("--pixel-fpr", type=float, help="pixel false-positive rate on defect-free images")
+    image = parser.add_mutually_exclusive_group()
+    image.add_argument("--image-threshold", type=float, help="raw image threshold (replaces the exported one)")
+    image.add_argument("--image-fpr", type=float, help="image false-positive rate on the defect-free images")
+    pixel = parser.add_mutually_exclusive_group()
+    pixel.add_argument("--pixel-threshold", type=float, help="raw pixel threshold")
+    pixel.add_argument("--pixel-fpr", type=float, help="pixel false-positive rate on the defect-free images "
+                       "(min_defect_area is not re-applied)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    detector = OpenVinoDetector(args.model, args.precision, args.image_threshold, args.pixel_threshold,
-                                args.image_fpr, args.pixel_fpr)
-    path = predict_folder(detector, args.input_dir, args.output_dir)
+    try:
+        detector = OpenVinoDetector(args.model, args.precision, args.image_threshold, args.pixel_threshold,
+                                    args.image_fpr, args.pixel_fpr)
+        path = predict_folder(detector, args.input_dir, args.output_dir)
+    except (OSError, ValueError) as error:  # a clear one-line message, no traceback
+        parser.exit(2, f"ssimae-predict: error: {error}\n")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     flagged = sum(1 for r in lines if r.get("label") == "anomalous")
     print(f"{len(lines)} images, {flagged} anomalous. Records: {path}  Overlays: {path.parent / 'overlays'}")  # noqa: T201

@@ -1,7 +1,8 @@
 """Thresholds from defect-free images: anomalib's PostProcessor with the thresholds set for a false-positive rate.
 
 anomalib's default thresholds maximise F1 on the validation set and so need defective validation images; with only
-defect-free ones the F1-adaptive threshold falls back to an extreme score and flags (almost) everything. Here the
+defect-free ones anomalib 2.7's F1-adaptive threshold falls back to the highest validation score, an operating
+point nobody chose (earlier versions took the lowest and flagged everything). Here the
 image threshold is the ``1 - image_fpr`` quantile of the anomaly scores of the defect-free validation images, and
 the pixel threshold the ``1 - pixel_fpr`` quantile of their anomaly-map pixels, optionally raised by Bergmann's
 minimum-defect-area rule (Bergmann et al., CVPR 2019, §4.2: the smallest threshold at which no connected region
@@ -43,15 +44,15 @@ def fpr_quantiles(values: np.ndarray, fprs: torch.Tensor = FPR_GRID) -> torch.Te
     ``values``: any shape, defect-free scores or pixels; ``fprs`` in [0, 1] (0 gives the maximum). Returns float64
     ``(len(fprs),)``. Example: 100 scores 1..100 and f = 0.05 give 95 (five scores, 96..100, lie above it).
     """
-    flat = np.sort(values.reshape(-1).astype(np.float64))
+    flat = np.sort(values.reshape(-1))
     index = np.ceil((1 - fprs.numpy()) * len(flat) - 1e-9).astype(np.int64) - 1
-    return torch.from_numpy(flat[np.clip(index, 0, len(flat) - 1)].copy())
+    return torch.from_numpy(flat[np.clip(index, 0, len(flat) - 1)].astype(np.float64))
 
 
 def largest_region(maps: np.ndarray, threshold: float) -> int:
     """Pixels in the largest 8-connected region of ``maps > threshold`` over all maps ``(N, H, W)``."""
     largest = 0
-    for anomaly_map in maps:
+    for anomaly_map in maps[maps.reshape(len(maps), -1).max(axis=1) > threshold]:  # maps with a pixel above only
         labels, count = ndimage.label(anomaly_map > threshold, structure=np.ones((3, 3)))
         if count:
             largest = max(largest, int(np.bincount(labels.ravel())[1:].max()))
@@ -99,6 +100,10 @@ class DefectFreePostProcessor(PostProcessor):
         max_calibration_images: int = 200,
         **kwargs: Any,  # noqa: ANN401
     ) -> None:
+        if not kwargs.get("enable_normalization", True):
+            msg = ("DefectFreePostProcessor needs enable_normalization=True: anomalib compares unnormalised outputs "
+                   "with 1 - sensitivity, not with the calibrated thresholds")
+            raise ValueError(msg)
         super().__init__(**kwargs)
         for name, value in (("image_fpr", image_fpr), ("pixel_fpr", pixel_fpr)):
             if not 0 < value < 1:
@@ -114,6 +119,8 @@ class DefectFreePostProcessor(PostProcessor):
         self.register_buffer("image_fpr_quantiles", torch.full((len(FPR_GRID),), float("nan"), dtype=torch.float64))
         self.register_buffer("pixel_fpr_quantiles", torch.full((len(FPR_GRID),), float("nan"), dtype=torch.float64))
         self.register_buffer("calibration_images", torch.tensor(0))
+        # the validation min/max before centring (the centred ranges are derived from these, never from themselves)
+        self.register_buffer("observed_range", torch.full((4,), float("nan")))  # image min, max, pixel min, max
         self._scores: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
 
@@ -130,6 +137,8 @@ class DefectFreePostProcessor(PostProcessor):
                                 **kwargs: Any) -> None:  # noqa: ANN401
         """anomalib's updates (F1 fallback, min/max), plus the defect-free scores and maps of the batch."""
         super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
+        if outputs.pred_score is None:
+            return
         normal = _normal_images(outputs)
         if normal.any():
             self._scores.append(outputs.pred_score.detach().float().cpu().reshape(-1)[normal])
@@ -149,18 +158,32 @@ class DefectFreePostProcessor(PostProcessor):
             )
             return
         scores = torch.cat(self._scores).numpy()
-        self.image_fpr_quantiles.copy_(fpr_quantiles(scores))
+        scores = scores[np.isfinite(scores)]
+        if len(scores) == 0:
+            logger.warning("DefectFreePostProcessor: all defect-free validation scores are NaN or infinite; "
+                           "thresholds left unchanged")
+            return
+        if len(scores) * self.image_fpr < 1:
+            logger.warning(
+                "DefectFreePostProcessor: %d defect-free validation images cannot resolve image_fpr=%g (the smallest "
+                "rate they can is about %.2g), so the image threshold is their highest score.",
+                len(scores), self.image_fpr, 1 / len(scores),
+            )
+        rates = torch.cat([FPR_GRID, torch.tensor([self.image_fpr, self.pixel_fpr], dtype=torch.float64)])
+        image = fpr_quantiles(scores, rates)
+        self.image_fpr_quantiles.copy_(image[:-2])
+        self._image_threshold.fill_(float(image[-2]))
         self.calibration_images.fill_(len(scores))
+        maps = None
         if self._maps:
             maps = torch.cat(self._maps).numpy()
-            self.pixel_fpr_quantiles.copy_(fpr_quantiles(maps))
-        rate = lambda fpr: torch.tensor([fpr], dtype=torch.float64)  # noqa: E731
-        self._image_threshold.fill_(float(fpr_quantiles(scores, rate(self.image_fpr))[0]))
-        if self._maps:
-            self._pixel_threshold.fill_(float(fpr_quantiles(maps, rate(self.pixel_fpr))[0]))
-        if self.min_defect_area is not None and self._maps:
-            threshold = min_area_threshold(maps, self.min_defect_area, float(self._pixel_threshold))
-            self._pixel_threshold.fill_(threshold)
+            pixels = fpr_quantiles(maps[np.isfinite(maps)], rates)  # one sort for the table and the threshold
+            self.pixel_fpr_quantiles.copy_(pixels[:-2])
+            self._pixel_threshold.fill_(float(pixels[-1]))
+            if self.min_defect_area is not None:
+                threshold = min_area_threshold(maps, self.min_defect_area, float(self._pixel_threshold))
+                self._pixel_threshold.fill_(threshold)
+        self.observed_range.copy_(torch.stack([self.image_min, self.image_max, self.pixel_min, self.pixel_max]))
         self._centre_ranges()
         self._scores, self._maps = [], []
 
@@ -168,11 +191,14 @@ class DefectFreePostProcessor(PostProcessor):
         """Make each normalisation range symmetric about its threshold and wide enough to hold every validation
         value: anomalib clamps normalised outputs to [0, 1], i.e. to ``threshold +- (max - min) / 2``, and only
         thresholds inside that band can be chosen after export (``anomalib_ssimae.deploy.normalized_cut``)."""
-        for threshold, low, high in ((self._image_threshold, self.image_min, self.image_max),
-                                     (self._pixel_threshold, self.pixel_min, self.pixel_max)):
-            if torch.isnan(threshold) or torch.isnan(low) or torch.isnan(high):
+        observed = self.observed_range.to(self.image_min.dtype)
+        for threshold, low, high, seen_low, seen_high in (
+            (self._image_threshold, self.image_min, self.image_max, observed[0], observed[1]),
+            (self._pixel_threshold, self.pixel_min, self.pixel_max, observed[2], observed[3]),
+        ):
+            if torch.isnan(threshold) or torch.isnan(seen_low) or torch.isnan(seen_high):
                 continue
-            half = torch.maximum(high - threshold, threshold - low)
+            half = torch.maximum(seen_high - threshold, threshold - seen_low)
             low.copy_(threshold - half)
             high.copy_(threshold + half)
 
@@ -187,7 +213,7 @@ class DefectFreePostProcessor(PostProcessor):
                                       (pixel_fpr, self.pixel_fpr_quantiles, self._pixel_threshold)):
             if fpr is None or torch.isnan(table).all():
                 continue
-            threshold.fill_(interpolate_fpr(table, fpr))
+            threshold.fill_(interpolate_fpr(table.detach().cpu(), fpr))
         if image_fpr is not None:
             self.image_fpr = image_fpr
         if pixel_fpr is not None:
@@ -201,5 +227,7 @@ def interpolate_fpr(quantiles: torch.Tensor | np.ndarray | list[float], fpr: flo
         msg = f"a false-positive rate must be in (0, 1], got {fpr}"
         raise ValueError(msg)
     grid = np.log10(FPR_GRID.numpy())[::-1]  # increasing: -6 ... 0
+    if isinstance(quantiles, torch.Tensor):
+        quantiles = quantiles.detach().cpu().numpy()
     values = np.asarray(quantiles, dtype=np.float64)[::-1]
     return float(np.interp(np.log10(max(fpr, 1e-6)), grid, values))

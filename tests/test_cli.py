@@ -134,3 +134,43 @@ def test_same_command_gives_the_same_model(trained: tuple[Path, str], tmp_path: 
     second = torch.load(tmp_path / relative, map_location="cpu", weights_only=False)["state_dict"]
     weights = [k for k in first if k.startswith("model.network.")]
     assert weights and all(torch.equal(first[k], second[k]) for k in weights)
+
+
+@pytest.mark.cli
+def test_defect_free_thresholds_from_yaml_and_predict_records(tmp_path: Path) -> None:
+    """configs/defect_free_thresholds.yaml layered on a model config; `anomalib predict` on a folder writes one
+    JSON-lines record and one picture per image, with the checkpoint's raw thresholds."""
+    anomalib("train", "--config", str(CONFIG), "--config", str(REPO / "configs" / "defect_free_thresholds.yaml"),
+             "--data.root", str(SHARED_DATASETS), *SHORT, cwd=tmp_path)
+    checkpoint = tmp_path / "results" / "SsimAe" / "MVTecAD" / "mvtec_ad_grid_mini" / "v0" / "weights" / "lightning"
+    checkpoint = checkpoint / "model.ckpt"
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    assert type(model.post_processor).__name__ == "DefectFreePostProcessor"
+    assert model.post_processor.image_fpr == 0.01
+    folder = SHARED_DATASETS / "mvtec_ad_grid_mini" / "test" / "bent"
+    stdout = anomalib("predict", "--config", str(CONFIG), "--ckpt_path", str(checkpoint), "--data", str(folder),
+                      "--default_root_dir", str(tmp_path / "predict"), cwd=tmp_path)
+    records_path = Path(re.search(r"prediction records \(JSON lines\): (\S+)", stdout).group(1))
+    import json
+
+    records = [json.loads(line) for line in records_path.read_text().splitlines()]
+    assert sorted(Path(r["image"]).name for r in records) == sorted(p.name for p in folder.glob("*.png"))
+    # the CLI uses the checkpoint's calibrated post-processor: same normalised score as the reloaded model
+    from anomalib.data.utils import read_image
+
+    model.eval()
+    for record in records:
+        with torch.no_grad():
+            expected = model(read_image(record["image"], as_tensor=True)[None]).pred_score.item()
+        assert 0.0 <= record["anomaly_score"] <= 1.0
+        assert record["anomaly_score"] == pytest.approx(expected, abs=1e-4)
+    for record in records:
+        assert Path(record["overlay"]).is_file()
+        assert (record["width"], record["height"]) == (512, 512)  # original pixels (the model works at 256)
+        assert record["threshold"]["pixel"]["raw"] == pytest.approx(float(model.post_processor.pixel_threshold))
+        assert record["label"] == ("anomalous" if record["anomaly_score"] > 0.5 else "normal")
+    # a second run never overwrites the first records file
+    stdout = anomalib("predict", "--config", str(CONFIG), "--ckpt_path", str(checkpoint), "--data", str(folder),
+                      "--default_root_dir", str(tmp_path / "predict"), cwd=tmp_path)
+    second = Path(re.search(r"prediction records \(JSON lines\): (\S+)", stdout).group(1))
+    assert second != records_path and records_path.is_file()

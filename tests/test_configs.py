@@ -14,9 +14,9 @@ from anomalib_ssimae import SsimAe
 
 from .conftest import REPO, SHARED_DATASETS
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 FOLDERS = {"ssim_ae": "SsimAe", "ssim_ae_extended": "SsimAeExtended", "ssim_dae": "SsimDae",
            "ssim_dae_extended": "SsimDaeExtended"}
+CONFIGS = sorted(p for folder in FOLDERS for p in (REPO / "configs" / folder).glob("*.yaml"))
 
 
 def test_configs_match_their_generator() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_checkpoint_keeps_defect_free_thresholds(trained: tuple[Path, Path]) -> 
 
 
 def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path]) -> None:
-    """Real defective grid images, full 1024 x 1024 resolution: the exported graphs resize inside."""
+    """Real defective grid images at their 512 x 512 resolution: the exported graphs resize inside."""
     checkpoint, work = trained
     model = SsimAe.load_from_checkpoint(checkpoint)
     export = work / "export"
@@ -172,8 +173,12 @@ def test_threshold_changes_after_export() -> None:
     assert cut == pytest.approx(0.375)
     with pytest.raises(ValueError, match="outside the range"):
         normalized_cut(meta, "image", threshold=1.5)
+    with pytest.raises(ValueError, match="not both"):
+        normalized_cut(meta, "image", threshold=1.0, fpr=0.01)
     with pytest.raises(ValueError, match="no defect-free calibration"):
-        normalized_cut({"normalized": True, "pixel_threshold": 0.5}, "pixel", fpr=0.01)
+        normalized_cut({"normalized": True, "pixel_threshold": 0.5, "pixel_min": 0, "pixel_max": 1}, "pixel", fpr=0.01)
+    with pytest.raises(ValueError, match="calibration.json"):
+        normalized_cut({}, "pixel", threshold=0.7)  # an export without metadata: a raw value cannot be mapped
 
 
 def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -188,15 +193,20 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     source.convert("RGB").resize((300, 200)).save(folder / "sub" / "rgb_small.jpg", quality=95)
     source.convert("RGBA").save(folder / "rgba.png")
     (folder / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(folder / "sixteen_bit.png")
     detector = OpenVinoDetector(xml)
     records_path = predict_folder(detector, folder, tmp_path / "out")
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
-    assert [Path(r["image"]).name for r in records] == ["broken.png", "gray.png", "rgba.png", "rgb_small.jpg"]
+    names = ["broken.png", "gray.png", "rgba.png", "sixteen_bit.png", "rgb_small.jpg"]
+    assert [Path(r["image"]).name for r in records] == names
     assert "cannot be read as an image" in records[0]["error"]
-    gray, rgba, small = records[1:]
+    assert "16-bit" in records[3]["error"]  # the model never saw such pixels: anomalib's loader clips them
+    gray, rgba, small = records[1], records[2], records[4]
+    records = [gray, rgba, small]
     assert (small["width"], small["height"]) == (300, 200)
     assert gray["anomaly_score"] == pytest.approx(rgba["anomaly_score"], abs=1e-6)  # same pixels, other modes
-    for record in records[1:]:
+    assert Path(small["overlay"]).name == "rgb_small.jpg.png"
+    for record in records:
         assert Path(record["overlay"]).is_file()
         assert Image.open(record["overlay"]).size == (record["width"], record["height"])
         assert record["label"] == ("anomalous" if record["anomaly_score"] > 0.5 else "normal")
@@ -206,11 +216,15 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
             assert 1 <= region["area"] <= (x1 - x0 + 1) * (y1 - y0 + 1)
     # the same result as Lightning for the same file
     (tmp_path / "lightning").mkdir()
-    (folder / "gray.png").link_to(tmp_path / "lightning" / "gray.png")
+    shutil.copy(folder / "gray.png", tmp_path / "lightning" / "gray.png")
     reference = lightning_predict(model, tmp_path / "lightning", work / "predict_folder")
     assert gray["anomaly_score"] == pytest.approx(float(reference["pred_score"][0]), abs=TOLERANCE)
     with pytest.raises(FileExistsError):
         predict_folder(detector, folder, tmp_path / "out")
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "predictions.jsonl.partial").write_text("{}\n")  # an interrupted run's records
+    with pytest.raises(FileExistsError, match="partial"):
+        predict_folder(detector, folder, tmp_path / "out2")
     # any defect-free quantile can be chosen after export; a lower false-positive rate gives a higher cut
     strict = OpenVinoDetector(xml, image_fpr=1e-6, pixel_fpr=1e-6)
     assert strict.image_cut >= detector.image_cut

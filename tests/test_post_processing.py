@@ -77,6 +77,9 @@ def test_thresholds_come_from_defect_free_images_only() -> None:
     post.set_false_positive_rates(image_fpr=1e-6)
     assert float(post.image_threshold) == pytest.approx(0.4)
     assert float(post.image_max + post.image_min) / 2 == pytest.approx(0.4)
+    assert float(post.image_max - post.image_min) == pytest.approx(2 * (9.0 - 0.4))  # from the observed 0.1 .. 9.0
+    post.set_false_positive_rates(image_fpr=1e-6)  # repeating it does not widen the range
+    assert float(post.image_max - post.image_min) == pytest.approx(2 * (9.0 - 0.4))
 
 
 def test_invalid_rates_are_rejected() -> None:
@@ -84,6 +87,8 @@ def test_invalid_rates_are_rejected() -> None:
         DefectFreePostProcessor(image_fpr=1.5)
     with pytest.raises(ValueError, match="min_defect_area"):
         DefectFreePostProcessor(min_defect_area=0)
+    with pytest.raises(ValueError, match="enable_normalization"):
+        DefectFreePostProcessor(enable_normalization=False)
 
 
 def test_warning_when_f1_thresholds_have_no_defective_validation_images(tmp_path: object) -> None:

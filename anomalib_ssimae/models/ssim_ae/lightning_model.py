@@ -192,7 +192,7 @@ class SsimAe(AnomalibModule):
 
         Bilinear without antialiasing, in the dataloader as in the exported graph: anomalib exports Resize with
         ``antialias=False`` anyway, and OpenVINO ignores ONNX's antialias flag (0.29 max difference on a 512 -> 256
-        resize, measured), so one resize everywhere is what makes exported maps equal to tested ones. For a 2x
+        resize, ``benchmarks/resize_parity.py``), so one resize everywhere is what makes exported maps equal to tested ones. For a 2x
         reduction (512 -> 256) it is exactly a 2 x 2 mean.
         """
         return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=False)]))
@@ -241,10 +241,14 @@ class SsimAe(AnomalibModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
         ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
-        if "post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {}) and not isinstance(
-            self.post_processor, DefectFreePostProcessor
-        ):
+        old = self.post_processor
+        if ("post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {}) and old is not None
+                and not isinstance(old, DefectFreePostProcessor)):
             self.post_processor = DefectFreePostProcessor(**(checkpoint.get("anomalib_post_processor_config") or {}))
+            # `trainer.predict/test/fit(ckpt_path=...)` registered the old one as a callback before loading
+            trainer = self._trainer
+            if trainer is not None:
+                trainer.callbacks[:] = [self.post_processor if cb is old else cb for cb in trainer.callbacks]
         super().on_load_checkpoint(checkpoint)
 
     # ------------------------------------------------------------------ export
@@ -402,7 +406,7 @@ class SsimAe(AnomalibModule):
             self._warned_f1_without_defects = True
             warnings.warn(
                 "The validation set has no defective images, but the thresholds come from anomalib's F1-adaptive "
-                "metric, which then falls back to an extreme score: almost every image and pixel will be flagged. "
+                "metric, which then falls back to the highest validation score: an operating point nobody chose. "
                 "Use post_processor: {class_path: anomalib_ssimae.post_processing.DefectFreePostProcessor} to set "
                 "them for a false-positive rate on defect-free images instead.",
                 stacklevel=1,
