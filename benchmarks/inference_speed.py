@@ -37,6 +37,13 @@ def median_ms(function: object, repeats: int) -> float:
     return statistics.median(times)
 
 
+def matmul_gflops(threads: int, size: int = 2048) -> float:
+    """fp32 matrix-multiply throughput of this CPU with ``threads`` threads (the compute ceiling for convolutions)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    milliseconds = median_ms(lambda: a @ b, 10)
+    return 2 * size**3 / (milliseconds / 1000) / 1e9
+
+
 def size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix != ".json") / 1e6
 
@@ -53,7 +60,10 @@ def main() -> None:
     import openvino as ov
 
     core = ov.Core()
-    header = (f"\n## {date.today()} · {describe()} · {args.threads} thread(s) · median of {args.repeats}\n\n"
+    gflops = matmul_gflops(args.threads)
+    header = (f"\n## {date.today()} · {describe()} · {args.threads} thread(s) · median of {args.repeats} · "
+              f"fp32 matmul {gflops:.0f} GFLOP/s (so SSIM-AE's 6.1 GFLOP per 256 x 256 image needs at least "
+              f"{6.1 / gflops * 1000:.0f} ms)\n\n"
               "| model | image | patches | torch eager ms | OpenVINO f32 ms | OpenVINO bf16 ms (max map diff) "
               "| ONNX Runtime ms | OV f32 vs torch max map diff | export s (OV) | OV files MB |\n"
               "|---|---|---|---|---|---|---|---|---|---|\n")
