@@ -19,7 +19,7 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     """Print to stdout, unwrapped, so paths can be copied (the CLI's log handler wraps long lines)."""
     print(f"[anomalib-ssimae] {message}", flush=True)  # noqa: T201
 
@@ -35,21 +35,21 @@ class RunSummary(Callback):
             log_dir = getattr(log, "log_dir", None) or getattr(log, "save_dir", None)
             if log_dir:
                 kind = type(log).__name__
-                _say(f"{kind} logs: {Path(log_dir).resolve()}  (view: tensorboard --logdir {Path(log_dir).resolve()})")
+                say(f"{kind} logs: {Path(log_dir).resolve()}  (view: tensorboard --logdir {Path(log_dir).resolve()})")
         if not trainer.loggers:
-            _say("no logger configured: add trainer.logger to the config to keep loss curves")
+            say("no logger configured: add trainer.logger to the config to keep loss curves")
 
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Name the result images, checkpoint and run directory."""
         del pl_module
-        _say(f"run directory: {Path(trainer.default_root_dir).resolve()}")
+        say(f"run directory: {Path(trainer.default_root_dir).resolve()}")
         images = Path(trainer.default_root_dir) / "images"
         if images.is_dir():
-            _say(f"result images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
+            say(f"result images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
         checkpoint = trainer.ckpt_path or getattr(trainer.checkpoint_callback, "best_model_path", "")
         if checkpoint:
-            _say(f"checkpoint: {Path(checkpoint).resolve()}")
+            say(f"checkpoint: {Path(checkpoint).resolve()}")
 
     @rank_zero_only
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -57,7 +57,7 @@ class RunSummary(Callback):
         del pl_module
         images = Path(trainer.default_root_dir) / "images"
         if images.is_dir():
-            _say(f"prediction images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
+            say(f"prediction images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
 
 
 class PredictionRecords(Callback):
@@ -130,7 +130,7 @@ class PredictionRecords(Callback):
         if self._file is not None:
             self._file.close()
             self._path.with_name(self._path.name + ".partial").replace(self._path)
-            _say(f"prediction records (JSON lines): {self._path.resolve()}")
+            say(f"prediction records (JSON lines): {self._path.resolve()}")
             self._file = None
 
 

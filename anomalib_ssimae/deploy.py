@@ -44,6 +44,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    Path(tmp.name).chmod(0o666 & ~umask)  # readable like any other file, not the temp file's 0600
     Path(tmp.name).replace(path)
 
 
@@ -233,13 +236,22 @@ class OpenVinoDetector:
             msg = f"{self.model_path}: no such OpenVINO model (expected .../weights/openvino/model.xml)"
             raise FileNotFoundError(msg)
         calibration = self.model_path.parent / CALIBRATION_FILE
-        self.meta = json.loads(calibration.read_text()) if calibration.is_file() else {}
+        try:
+            self.meta = json.loads(calibration.read_text()) if calibration.is_file() else {}
+        except json.JSONDecodeError as error:
+            msg = f"{calibration}: not valid JSON ({error}); export the model again"
+            raise ValueError(msg) from error
         if not self.meta:
             logger.warning("%s not found: the exported thresholds are used and cannot be changed", calibration)
         self.image_cut, image_info = normalized_cut(self.meta, "image", image_threshold, image_fpr)
         self.pixel_cut, pixel_info = normalized_cut(self.meta, "pixel", pixel_threshold, pixel_fpr)
         self.thresholds = {"image": image_info, "pixel": pixel_info}
-        self.compiled = ov.Core().compile_model(str(self.model_path), device, {"INFERENCE_PRECISION_HINT": precision})
+        try:
+            self.compiled = ov.Core().compile_model(str(self.model_path), device,
+                                                    {"INFERENCE_PRECISION_HINT": precision})
+        except RuntimeError as error:
+            msg = f"{self.model_path}: OpenVINO cannot load it ({str(error).strip().splitlines()[0][:200]})"
+            raise ValueError(msg) from error
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``images``: ``(B, 3, H, W)`` float32 in [0, 1]. Returns ``pred_score (B,)``, ``anomaly_map (B, h, w)``
@@ -276,7 +288,7 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final = output_dir / "predictions.jsonl"
     partial = final.with_name(final.name + ".partial")
-    for existing in (final, partial):
+    for existing in (final, partial, output_dir / "overlays"):
         if existing.exists():
             msg = f"{existing} exists: choose another output folder (results are never overwritten)"
             raise FileExistsError(msg)
@@ -298,7 +310,9 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
             result = detector(array.transpose(2, 0, 1)[None])
             overlay = output_dir / "overlays" / relative.with_name(relative.name + ".png")  # a.png, a.jpg differ
             overlay.parent.mkdir(parents=True, exist_ok=True)
-            overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(overlay)
+            temporary = overlay.with_name(f".{overlay.name}.partial")
+            overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(temporary, format="PNG")
+            temporary.replace(overlay)  # an interrupted run leaves no half-written picture under the real name
             record = prediction_record(path, array.shape[:2], result["pred_score"][0], result["pred_label"][0],
                                        result["pred_mask"][0], detector.thresholds, overlay)
             records.write(json.dumps(record) + "\n")
@@ -331,9 +345,16 @@ def main(argv: list[str] | None = None) -> None:
         path = predict_folder(detector, args.input_dir, args.output_dir)
     except (OSError, ValueError) as error:  # a clear one-line message, no traceback
         parser.exit(2, f"ssimae-predict: error: {error}\n")
+    except KeyboardInterrupt:
+        partial = Path(args.output_dir) / "predictions.jsonl.partial"
+        parser.exit(130, f"ssimae-predict: interrupted; the finished records are in {partial}\n")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     flagged = sum(1 for r in lines if r.get("label") == "anomalous")
-    print(f"{len(lines)} images, {flagged} anomalous. Records: {path}  Overlays: {path.parent / 'overlays'}")  # noqa: T201
+    failed = sum(1 for r in lines if "error" in r)
+    print(f"{len(lines) - failed} images predicted, {flagged} anomalous, {failed} unreadable. Records: {path}  "  # noqa: T201
+          f"Overlays: {path.parent / 'overlays'}")
+    if failed == len(lines):
+        parser.exit(1, "ssimae-predict: error: no image could be read (see the records)\n")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,9 @@ def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     xml = export / "weights" / "openvino" / "model.xml"
     assert_parity(reference, run_openvino(xml, images.numpy()), "openvino")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (xml.parent / "calibration.json").stat().st_mode & 0o777 == 0o666 & ~umask  # like any file, not 0600
     meta = json.loads((xml.parent / "calibration.json").read_text())
     assert meta["image_size"] == [256, 256]
     assert meta["pixel_threshold"] == pytest.approx(float(model.post_processor.pixel_threshold), rel=1e-6)
@@ -225,6 +228,9 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     (tmp_path / "out2" / "predictions.jsonl.partial").write_text("{}\n")  # an interrupted run's records
     with pytest.raises(FileExistsError, match="partial"):
         predict_folder(detector, folder, tmp_path / "out2")
+    (tmp_path / "out3" / "overlays").mkdir(parents=True)  # pictures of an earlier run are not overwritten either
+    with pytest.raises(FileExistsError, match="overlays"):
+        predict_folder(detector, folder, tmp_path / "out3")
     # any defect-free quantile can be chosen after export; a lower false-positive rate gives a higher cut
     strict = OpenVinoDetector(xml, image_fpr=1e-6, pixel_fpr=1e-6)
     assert strict.image_cut >= detector.image_cut

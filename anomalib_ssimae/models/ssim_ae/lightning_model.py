@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_ssimae.callbacks import PredictionRecords, RunSummary
+from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, say
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import sample_patches
 from anomalib_ssimae.data.corruption import add_masked_blocks
@@ -258,7 +258,7 @@ class SsimAe(AnomalibModule):
         ``calibration.json`` beside the model (:func:`anomalib_ssimae.deploy.export_metadata`)."""
         kwargs.setdefault("opset_version", 18)
         path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-        write_export_metadata(self, path.parent)
+        say(f"export metadata: {write_export_metadata(self, path.parent)}")
         return path
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model",
@@ -272,13 +272,13 @@ class SsimAe(AnomalibModule):
                 "and masks (see README, Deployment); run the f32 model with INFERENCE_PRECISION_HINT f32 instead.",
             )
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
-        write_export_metadata(self, path.parent)
+        say(f"export metadata: {write_export_metadata(self, path.parent)}")
         return path
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's pickled torch export plus ``calibration.json``."""
         path = super().to_torch(export_root, model_file_name)
-        write_export_metadata(self, path.parent)
+        say(f"export metadata: {write_export_metadata(self, path.parent)}")
         return path
 
     # ------------------------------------------------------------------ training
