@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The four variants with the same CPU budget per run (README, "The four variants"): 7 minutes of fit on one pinned
 # core each, short epochs (2560 crops) so the stop lands close to the budget, then anomalib's test. Appends to
-# benchmarks/results_quality.md. About 100 minutes for three datasets on a 2-core machine (the other core stays free).
+# benchmarks/results_quality.md. About 2 hours for three datasets on a 2-core machine (the other core stays free).
 #   bash benchmarks/variants.sh [dataset ...]   (default: mvtec_ad_grid_mini magnetic_tile mvtec3d_tire)
 set -euo pipefail
 cd "$(dirname "$0")/.."
