@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from anomalib.utils.path import generate_output_filename
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
+
+from anomalib_ssimae.deploy import json_number, prediction_record
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ class PredictionRecords(Callback):
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         """Append the batch's records (after anomalib's post-processor has set labels and masks)."""
         del batch, batch_idx, dataloader_idx
-        from anomalib_ssimae.deploy import prediction_record  # noqa: PLC0415 (avoid an import cycle)
-
         if outputs.image_path is None:
             if not self._warned:
                 self._warned = True
@@ -99,9 +98,9 @@ class PredictionRecords(Callback):
             return
         post = pl_module.post_processor
         thresholds = None
-        if post is not None and not math.isnan(float(getattr(post, "image_threshold", float("nan")))):
+        if post is not None and json_number(getattr(post, "image_threshold", None)) is not None:
             thresholds = {
-                level: {"raw": _number(getattr(post, f"{level}_threshold", None)),
+                level: {"raw": json_number(getattr(post, f"{level}_threshold", None)),
                         "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)), "source": "checkpoint"}
                 for level in ("image", "pixel")
             }
@@ -137,11 +136,3 @@ class PredictionRecords(Callback):
 def _is_bool(tensor: Any) -> bool:  # noqa: ANN401
     """A boolean tensor (anomalib leaves scores unthresholded, as floats, when it has no threshold)."""
     return tensor is not None and getattr(tensor, "dtype", None) == torch.bool
-
-
-def _number(value: Any) -> float | None:  # noqa: ANN401
-    """A tensor or float as a JSON number, ``None`` for missing or NaN."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value

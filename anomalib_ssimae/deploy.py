@@ -124,8 +124,9 @@ def overlay_picture(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------- export metadata
-def _value(tensor: torch.Tensor | float | None) -> float | None:
-    value = float(tensor) if tensor is not None else float("nan")
+def json_number(value: torch.Tensor | float | None) -> float | None:
+    """A scalar tensor or float as a JSON number; ``None`` for a missing or NaN value."""
+    value = float(value) if value is not None else float("nan")
     return None if math.isnan(value) else value
 
 
@@ -145,12 +146,12 @@ def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
     if post is None:
         return meta
     meta.update({
-        "image_threshold": _value(post.image_threshold),
-        "pixel_threshold": _value(post.pixel_threshold),
+        "image_threshold": json_number(post.image_threshold),
+        "pixel_threshold": json_number(post.pixel_threshold),
         "image_cut": float(1 - post.image_sensitivity),
         "pixel_cut": float(1 - post.pixel_sensitivity),
-        "image_min": _value(post.image_min), "image_max": _value(post.image_max),
-        "pixel_min": _value(post.pixel_min), "pixel_max": _value(post.pixel_max),
+        "image_min": json_number(post.image_min), "image_max": json_number(post.image_max),
+        "pixel_min": json_number(post.pixel_min), "pixel_max": json_number(post.pixel_max),
         "post_processor": type(post).__name__,
     })
     if hasattr(post, "image_fpr_quantiles"):
@@ -158,8 +159,8 @@ def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
             "image_fpr": post.image_fpr, "pixel_fpr": post.pixel_fpr, "min_defect_area": post.min_defect_area,
             "defect_free_images": int(post.calibration_images),
             "fpr_grid": FPR_GRID.tolist(),
-            "image_fpr_quantiles": [_value(v) for v in post.image_fpr_quantiles],
-            "pixel_fpr_quantiles": [_value(v) for v in post.pixel_fpr_quantiles],
+            "image_fpr_quantiles": [json_number(v) for v in post.image_fpr_quantiles],
+            "pixel_fpr_quantiles": [json_number(v) for v in post.pixel_fpr_quantiles],
         }
     return meta
 

@@ -174,7 +174,6 @@ class DefectFreePostProcessor(PostProcessor):
         self.image_fpr_quantiles.copy_(image[:-2])
         self._image_threshold.fill_(float(image[-2]))
         self.calibration_images.fill_(len(scores))
-        maps = None
         if self._maps:
             maps = torch.cat(self._maps).numpy()
             pixels = fpr_quantiles(maps[np.isfinite(maps)], rates)  # one sort for the table and the threshold
