@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator
 from anomalib_ssimae.models.ssim_ae.torch_model import residual_map
 
 
@@ -27,3 +28,32 @@ def test_high_exactly_where_the_defect_is(grid_image: torch.Tensor) -> None:
     changed = (image - defect)[0, 0] != 0
     assert torch.equal(l2_res > 0, changed)  # L2 is non-zero on changed pixels only
     assert ssim_res.argmax() // 256 in range(top - 5, top + side + 5)
+
+
+def _delta_map() -> torch.Tensor:
+    """A 21 x 21 map, 0 except a single pixel of 1 in the centre: (1, 1, 21, 21)."""
+    anomaly_map = torch.zeros(1, 1, 21, 21)
+    anomaly_map[..., 10, 10] = 1.0
+    return anomaly_map
+
+
+def test_image_scores_on_a_constructed_map() -> None:
+    anomaly_map = _delta_map()
+    assert AnomalyMapGenerator(score="mean").image_score(anomaly_map).item() == pytest.approx(1 / 441)
+    assert AnomalyMapGenerator(score="top_mean", score_fraction=2 / 441).image_score(anomaly_map).item() == 0.5
+    # max of the smoothed map: the centre of a 2-D Gaussian kernel of sigma 1 (9 taps), i.e. its 1-D centre squared
+    taps = torch.exp(-torch.arange(-4.0, 5.0) ** 2 / 2)
+    expected = (1 / taps.sum()) ** 2
+    assert AnomalyMapGenerator(score="max", score_sigma=1.0).image_score(anomaly_map).item() == pytest.approx(
+        float(expected), rel=1e-4
+    )
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"score": "median"}, "score must be one of"),
+    ({"score_fraction": 0.0}, r"score_fraction must be in \(0, 1\]"),
+    ({"residual": "l1"}, "residual must be one of"),
+])
+def test_anomaly_map_generator_rejects_bad_arguments(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AnomalyMapGenerator(**arguments)

@@ -64,3 +64,13 @@ def test_losses(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     assert torch.isclose(ReconstructionLoss("ssim_l1", l1_weight=2.0)(image, noisy), ssim_loss + 2 * l1)
     with pytest.raises(ValueError, match="loss must be one of"):
         ReconstructionLoss("bce")
+
+
+def test_replicate_padding_uses_only_windows_inside_the_image(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    valid = ssim_map(*pair, padding="valid")
+    replicated = ssim_map(*pair, padding="replicate")
+    assert replicated.shape == (1, 1, 256, 256)
+    assert torch.equal(replicated[..., 5:-5, 5:-5], valid)
+    # each border pixel carries the value of the nearest window that fits: row 0 repeats row 5, corners the corner
+    assert torch.equal(replicated[..., 0, 5:-5], valid[..., 0, :])
+    assert torch.equal(replicated[..., :5, :5], valid[..., :1, :1].expand(1, 1, 5, 5))

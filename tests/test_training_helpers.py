@@ -11,7 +11,8 @@ from PIL import Image
 
 from anomalib_ssimae import SsimAe, SsimDae
 from anomalib_ssimae.data.validation import check_image_files
-from anomalib_ssimae.models.ssim_ae.lightning_model import updates_for_images
+from anomalib_ssimae.models.ssim_ae.lightning_model import WarmupCosine, updates_for_images
+from anomalib_ssimae.precision import training_precision
 
 from .conftest import EMBEDDED
 
@@ -40,6 +41,10 @@ def test_seed_makes_initial_weights_reproducible() -> None:
         ({"lr_step_size": 0}, "lr_step_size must be None or at least 1"),
         ({"image_size": [256]}, r"image_size must be an int or \[height, width\]"),
         ({"hflip_prob": 2.0}, "hflip_prob is a probability"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ({"lr_schedule": "cosine", "lr_step_size": 5}, "exclude each other"),
+        ({"warmup_crops": -1}, "warmup_crops must be >= 0"),
+        ({"train_precision": "16-mixed"}, "precision must be one of"),
     ],
 )
 def test_arguments_fail_at_construction(arguments: dict, message: str) -> None:
@@ -64,3 +69,27 @@ def test_image_check_names_bad_files(tmp_path: Path) -> None:
     Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(deep)
     with pytest.raises(ValueError, match=r"deep\.png has PIL mode I;16"):
         check_image_files([str(deep)])
+
+
+def test_warmup_cosine_factors() -> None:
+    schedule = WarmupCosine(10, 110)
+    assert [schedule(0), schedule(4), schedule(9)] == [0.1, 0.5, 1.0]
+    assert schedule(60) == pytest.approx(0.5)  # halfway through the decay
+    assert schedule(35) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    assert schedule(110) == pytest.approx(0.0) and schedule(500) == pytest.approx(0.0)
+    assert WarmupCosine(0, 100)(0) == 1.0  # no warm-up: full rate at once
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2"}, "32-true"),  # AVX2-only EPYC: bf16 was 8x slower
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16-mixed"),  # EPYC with AVX512-BF16
+        ({"avx512f", "amx_bf16", "amx_tile"}, "bf16-mixed"),  # Xeon with AMX
+        (set(), "32-true"),  # no /proc/cpuinfo
+    ],
+)
+def test_auto_precision_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, flags: set, expected: str) -> None:
+    monkeypatch.setattr("anomalib_ssimae.precision.cpu_flags", lambda: frozenset(flags))
+    assert training_precision("auto") == expected
+    assert training_precision("32-true") == "32-true"  # an explicit choice is kept

@@ -43,8 +43,11 @@ def ssim_map(
         reconstruction: same shape as ``image``.
         window_size: side of the Gaussian window in pixels (odd).
         sigma: standard deviation of the Gaussian window in pixels.
-        padding: ``"same"`` pads both inputs by reflection so that the map is ``(B, C, H, W)``; ``"valid"`` gives
-            ``(B, C, H - window_size + 1, W - window_size + 1)``.
+        padding: ``"valid"`` gives ``(B, C, H - window_size + 1, W - window_size + 1)``, one value per window that
+            fits inside the image; ``"replicate"`` computes the same valid windows and gives each of the
+            ``window_size // 2`` border pixels the value of the nearest valid window (which contains it), so the
+            map is ``(B, C, H, W)`` and no padded content enters it; ``"same"`` pads both inputs by reflection
+            (kornia's map), which raised the residual at the image border (``benchmarks/results/border.md``).
         k1, k2: stabilising constants; C1 = k1^2, C2 = k2^2 for a data range of 1.
 
     Returns:
@@ -59,8 +62,8 @@ def ssim_map(
     if window_size % 2 == 0:
         msg = f"SSIM window_size must be odd, got {window_size}"
         raise ValueError(msg)
-    if padding not in {"same", "valid"}:
-        msg = f"padding must be 'same' or 'valid', got {padding!r}"
+    if padding not in {"same", "valid", "replicate"}:
+        msg = f"padding must be 'same', 'valid' or 'replicate', got {padding!r}"
         raise ValueError(msg)
     with torch.autocast(device_type=image.device.type, enabled=False):
         x = image.float()
@@ -87,4 +90,7 @@ def ssim_map(
         mu_x, mu_y = mu_x + shift, mu_y + shift
         numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
         denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-        return numerator / denominator
+        ssim = numerator / denominator
+        if padding == "replicate":
+            ssim = F.pad(ssim, (window_size // 2,) * 4, mode="replicate")
+        return ssim

@@ -48,6 +48,7 @@ class ReconstructionLoss(nn.Module):
         window_size: int = 11,
         alpha: float = 1.0,
         beta: float = 1.0,
+        padding: str = "valid",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -58,6 +59,7 @@ class ReconstructionLoss(nn.Module):
         self.window_size = window_size
         self.alpha = alpha
         self.beta = beta
+        self.padding = padding
 
     def loss_map(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """Per-pixel loss ``(N, 1, P, P)``, averaged over channels (see module docstring)."""
@@ -82,7 +84,7 @@ class ReconstructionLoss(nn.Module):
         inputs, reconstruction = inputs.float(), reconstruction.float()
         if self.loss == "l2":
             return (inputs - reconstruction).pow(2).mean()
-        value = ((1 - ssim_map(inputs, reconstruction, self.window_size, padding="valid")) / 2).mean()
+        value = ((1 - ssim_map(inputs, reconstruction, self.window_size, padding=self.padding)) / 2).mean()
         if self.loss == "ssim_l1":
             value = value + self.l1_weight * (inputs - reconstruction).abs().mean()
         return value

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import torch
 from anomalib.data import InferenceBatch
-from anomalib.models.components import GaussianBlur2d
 from torch import nn
 
-from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.components.tiling import PatchTiler, axis_runs
+from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator, residual_map
 
-RESIDUALS = ("ssim", "l2", "ssim_l2")
+__all__ = ["SsimAeModel", "SsimAeNetwork", "residual_map", "to_model_channels"]
 
 # (out_channels, kernel, stride, padding) of the encoder convolutions before the latent convolution, paper Table 1.
 SSIM_AE_ENCODER = (
@@ -131,28 +130,6 @@ def to_model_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
     return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
-def residual_map(image: torch.Tensor, reconstruction: torch.Tensor, residual: str = "ssim") -> torch.Tensor:
-    """Per-pixel residual between an image and its reconstruction, averaged over channels.
-
-    Args:
-        image, reconstruction: ``(B, C, H, W)`` in [0, 1].
-        residual: ``"ssim"``: 1 - SSIM map (Gaussian window 11, Rádli & Czúni Eq. 8 without the factor 1/2), in
-            [0, 2]; ``"l2"``: squared error, in [0, 1]; ``"ssim_l2"``: their sum, in [0, 3].
-
-    Returns:
-        ``(B, 1, H, W)`` float32, 0 where the reconstruction equals the image.
-    """
-    if residual not in RESIDUALS:
-        msg = f"residual must be one of {RESIDUALS}, got {residual!r}"
-        raise ValueError(msg)
-    out = torch.zeros_like(image[:, :1], dtype=torch.float32)
-    if residual in {"ssim", "ssim_l2"}:
-        out = out + (1 - ssim_map(image, reconstruction)).mean(dim=1, keepdim=True)
-    if residual in {"l2", "ssim_l2"}:
-        out = out + (image.float() - reconstruction.float()).pow(2).mean(dim=1, keepdim=True)
-    return out
-
-
 class SsimAeModel(nn.Module):
     """SSIM autoencoder with tiled inference (the ``model`` of :class:`anomalib_ssimae.SsimAe`).
 
@@ -162,8 +139,7 @@ class SsimAeModel(nn.Module):
         patch_size: training crop and inference patch side in pixels.
         stride: inference patch stride in pixels; the last row/column of patches is aligned to the border.
         residual: ``"ssim"``, ``"l2"`` or ``"ssim_l2"`` (see :func:`residual_map`).
-        score_sigma: sigma in pixels of the Gaussian that smooths the anomaly map before its maximum is taken as the
-            anomaly score: the maximum of a smoothed map reflects a defect-sized region rather than one noisy pixel.
+        score, score_sigma, score_fraction: the image anomaly score (see :class:`AnomalyMapGenerator`).
         encoder, output_kernel: architecture of the network (see :class:`SsimAeNetwork`).
 
     ``forward`` in training mode maps crops ``(N, 3, P, P)`` to ``(inputs, reconstruction)``, both
@@ -178,20 +154,18 @@ class SsimAeModel(nn.Module):
         patch_size: int = 128,
         stride: int = 32,
         residual: str = "ssim",
+        score: str = "max",
         score_sigma: float = 4.0,
+        score_fraction: float = 0.01,
         encoder: tuple = SSIM_AE_ENCODER,
         output_kernel: int | None = None,
     ) -> None:
         super().__init__()
-        if residual not in RESIDUALS:
-            msg = f"residual must be one of {RESIDUALS}, got {residual!r}"
-            raise ValueError(msg)
         self.in_channels = in_channels
-        self.residual = residual
+        self.anomaly_map_generator = AnomalyMapGenerator(residual, score, score_sigma, score_fraction)
         self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, encoder, output_kernel)
         axis_runs(patch_size, patch_size, stride)  # fail at construction on a bad stride, not at the first test
         self.tiler = PatchTiler(patch_size, stride)
-        self.score_blur = GaussianBlur2d(sigma=score_sigma, channels=1)
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tiled reconstruction of whole images.
@@ -207,9 +181,8 @@ class SsimAeModel(nn.Module):
         return inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed
 
     def anomaly_prediction(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> InferenceBatch:
-        """Anomaly map ``(B, 1, H, W)`` and score ``(B,)`` (max of the smoothed map) from a reconstruction."""
-        anomaly_map = residual_map(inputs, reconstruction, self.residual)
-        pred_score = self.score_blur(anomaly_map).amax(dim=(1, 2, 3))
+        """Anomaly map ``(B, 1, H, W)`` and score ``(B,)`` from a reconstruction (:class:`AnomalyMapGenerator`)."""
+        anomaly_map, pred_score = self.anomaly_map_generator(inputs, reconstruction)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:

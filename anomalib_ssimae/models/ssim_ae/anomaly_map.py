@@ -1,0 +1,101 @@
+"""Residual (anomaly) map and image anomaly score of the SSIM autoencoder.
+
+The residual follows Rádli & Czúni (2021) Eq. 8 and Bergmann et al. (2019) §3: 1 - SSIM between an image and its
+reconstruction, per pixel. The image score is not defined by either paper (they evaluate pixels); the options here
+were compared on six datasets in ``benchmarks/results/image_scores.md``.
+"""
+
+from __future__ import annotations
+
+import torch
+from anomalib.models.components import GaussianBlur2d
+from torch import nn
+
+from anomalib_ssimae.components.ssim import ssim_map
+
+RESIDUALS = ("ssim", "l2", "ssim_l2")
+SCORES = ("max", "mean", "top_mean")
+
+
+def residual_map(image: torch.Tensor, reconstruction: torch.Tensor, residual: str = "ssim") -> torch.Tensor:
+    """Per-pixel residual between an image and its reconstruction, averaged over channels.
+
+    Args:
+        image, reconstruction: ``(B, C, H, W)`` in [0, 1], ``H, W >= 11``.
+        residual: ``"ssim"``: 1 - SSIM map (Gaussian window 11, Rádli & Czúni Eq. 8 without the factor 1/2), in
+            [0, 2], from windows inside the image only (the 5 border pixels repeat the nearest window's value:
+            reflect padding raised the residual at the image edge, ``benchmarks/results/border.md``);
+            ``"l2"``: squared error, in [0, 1]; ``"ssim_l2"``: their sum, in [0, 3].
+
+    Returns:
+        ``(B, 1, H, W)`` float32, 0 where the reconstruction equals the image.
+
+    Raises:
+        ValueError: for an unknown ``residual``.
+    """
+    if residual not in RESIDUALS:
+        msg = f"residual must be one of {RESIDUALS}, got {residual!r}"
+        raise ValueError(msg)
+    out = torch.zeros_like(image[:, :1], dtype=torch.float32)
+    if residual in {"ssim", "ssim_l2"}:
+        out = out + (1 - ssim_map(image, reconstruction, padding="replicate")).mean(dim=1, keepdim=True)
+    if residual in {"l2", "ssim_l2"}:
+        out = out + (image.float() - reconstruction.float()).pow(2).mean(dim=1, keepdim=True)
+    return out
+
+
+class AnomalyMapGenerator(nn.Module):
+    """Residual map and image score from an image and its reconstruction.
+
+    Args:
+        residual: see :func:`residual_map`.
+        score: image anomaly score from the map: ``"max"``, the maximum of the map smoothed by a Gaussian of
+            ``score_sigma`` px (a defect-sized region rather than one noisy pixel); ``"mean"``, the mean of the map;
+            ``"top_mean"``, the mean of the highest ``score_fraction`` of its pixels.
+        score_sigma: Gaussian sigma in pixels for ``"max"``.
+        score_fraction: fraction of pixels in (0, 1] for ``"top_mean"``.
+
+    ``forward(image, reconstruction)``: ``(B, C, H, W)`` each, in [0, 1] -> ``(anomaly_map (B, 1, H, W) float32,
+    pred_score (B,) float32)``, both in the residual's range (e.g. [0, 2] for SSIM).
+
+    Raises:
+        ValueError: for an unknown ``residual`` or ``score``, or ``score_fraction`` outside (0, 1].
+    """
+
+    def __init__(
+        self,
+        residual: str = "ssim",
+        score: str = "max",
+        score_sigma: float = 4.0,
+        score_fraction: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if residual not in RESIDUALS:
+            msg = f"residual must be one of {RESIDUALS}, got {residual!r}"
+            raise ValueError(msg)
+        if score not in SCORES:
+            msg = f"score must be one of {SCORES}, got {score!r}"
+            raise ValueError(msg)
+        if not 0 < score_fraction <= 1:
+            msg = f"score_fraction must be in (0, 1], got {score_fraction}"
+            raise ValueError(msg)
+        self.residual = residual
+        self.score = score
+        self.score_sigma = score_sigma
+        self.score_fraction = score_fraction
+        self.blur = GaussianBlur2d(sigma=score_sigma, channels=1)
+
+    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` -> ``(B,)`` (see the class docstring)."""
+        if self.score == "max":
+            return self.blur(anomaly_map).amax(dim=(1, 2, 3))
+        flat = anomaly_map.flatten(1)
+        if self.score == "mean":
+            return flat.mean(dim=1)
+        k = max(1, round(flat.shape[1] * self.score_fraction))
+        return flat.topk(k, dim=1).values.mean(dim=1)
+
+    def forward(self, image: torch.Tensor, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly map and image score (see the class docstring)."""
+        anomaly_map = residual_map(image, reconstruction, self.residual)
+        return anomaly_map, self.image_score(anomaly_map)

@@ -1,0 +1,99 @@
+"""Tables and plots from the CSVs that ``convergence.py`` and ``border.py`` append to ``benchmarks/results/``.
+
+    python benchmarks/report.py
+
+Writes ``results/convergence.md`` and ``convergence.png`` (quality and val_loss against training crops, log scale),
+``results/image_scores.md`` (image AUROC of each candidate score, mean and spread over runs, at each run's last
+checkpoint) and ``results/border.md`` (border-band ratio of each residual variant at each run's last checkpoint).
+Every table names the machines, dates and commits of its rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+import pandas as pd
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def provenance(frame: pd.DataFrame) -> str:
+    """Markdown lines naming the machines, dates and commits of ``frame``'s rows."""
+    lines = [f"- machine: {m}" for m in sorted(frame["machine"].unique())]
+    lines.append(f"- dates: {', '.join(sorted(frame['date'].astype(str).unique()))}; "
+                 f"commits: {', '.join(sorted(frame['commit'].astype(str).unique()))}")
+    return "\n".join(lines) + "\n"
+
+
+def last_checkpoints(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's last checkpoint."""
+    last = frame.groupby(["dataset", "run"])["crops"].transform("max")
+    return frame[frame["crops"] == last]
+
+
+def convergence() -> None:
+    """Curves and a table of every checkpoint."""
+    frame = pd.read_csv(RESULTS / "convergence.csv")
+    metrics = ["pixel_AUROC", "pixel_AUPRO", "image_AUROC", "val_loss"]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
+    for (dataset, run), rows in frame.groupby(["dataset", "run"]):
+        rows = rows.sort_values("crops")
+        for axis, metric in zip(axes, metrics, strict=True):
+            axis.plot(rows["crops"], rows[metric], marker="o", label=f"{dataset} · {run}")
+    for axis, metric in zip(axes, metrics, strict=True):
+        axis.set_xscale("log")
+        axis.set_xlabel("training crops")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(RESULTS / "convergence.png", dpi=110)
+    columns = ["dataset", "run", "crops", "fit_s", "val_loss", "pixel_AUROC", "pixel_AUPRO", "image_AUROC", "score",
+               "border_ratio"]
+    table = frame.sort_values(["dataset", "run", "crops"])[columns].to_markdown(index=False)
+    text = ("# Quality against training crops\n\nWritten by `python benchmarks/report.py` from `convergence.csv` "
+            "(rows by `python benchmarks/convergence.py`). All test images, raw maps; image AUROC of the model's own "
+            "score. Plot: `convergence.png`.\n\n" + provenance(frame) + "\n" + table + "\n")
+    (RESULTS / "convergence.md").write_text(text)
+
+
+def image_scores() -> None:
+    """Image AUROC of each candidate score at the last checkpoints, per dataset: mean, spread and runs."""
+    frame = last_checkpoints(pd.read_csv(RESULTS / "image_scores.csv"))
+    frame = frame[frame["residual"] == "model"]
+    summary = frame.groupby(["dataset", "score"])["image_AUROC"].agg(["mean", "min", "max", "count"])
+    cell = summary.apply(lambda r: f"{r['mean']:.3f} ({r['min']:.2f}–{r['max']:.2f})", axis=1).unstack("dataset")
+    overall = summary["mean"].unstack("dataset").mean(axis=1).rename("mean over datasets").round(3)
+    table = pd.concat([cell, overall], axis=1).sort_values("mean over datasets", ascending=False)
+    runs = frame.groupby("dataset")["run"].nunique().to_dict()
+    text = ("# Image score candidates\n\nWritten by `python benchmarks/report.py` from `image_scores.csv`. Image AUROC "
+            "on all test images at each run's last checkpoint, from the model's residual map; cell = mean (min–max) "
+            f"over runs (runs per dataset: {runs}).\n\n" + provenance(frame) + "\n" + table.to_markdown() + "\n")
+    (RESULTS / "image_scores.md").write_text(text)
+
+
+def border() -> None:
+    """Border-band ratio (16 px band / interior, defect-free test images) at the last checkpoints."""
+    frame = last_checkpoints(pd.read_csv(RESULTS / "border.csv"))
+    summary = frame.groupby(["dataset", "residual"])[["border_ratio", "pixel_AUROC", "pixel_AUPRO"]].mean().round(3)
+    text = ("# Border artefact\n\nWritten by `python benchmarks/report.py` from `border.csv`. Mean residual of the "
+            "defect-free test images within 16 px of the image border divided by the interior mean (1.0 = none; "
+            "issue target <= 1.1), at each run's last checkpoint, mean over runs. `model` is the package's "
+            "residual; the others are computed from the same reconstructions.\n\n" + provenance(frame) + "\n"
+            + summary.to_markdown() + "\n")
+    placement = RESULTS / "border_placement.csv"
+    if placement.exists():
+        moved = pd.read_csv(placement)
+        text += ("\n## A defect at the border is still found\n\nEvery defect moved (image and mask rolled "
+                 "together) so that its bounding box touches the top-left corner, or is centred "
+                 "(`python benchmarks/border.py`):\n\n" + moved.to_markdown(index=False) + "\n")
+    (RESULTS / "border.md").write_text(text)
+
+
+if __name__ == "__main__":
+    for job in (convergence, image_scores, border):
+        job()
