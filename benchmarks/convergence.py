@@ -88,8 +88,14 @@ def build(config: dict, overrides: dict, data_root: str) -> tuple:
 
 
 def parse_value(text: str) -> object:
-    """YAML scalar of a ``--set key=value``."""
-    return yaml.safe_load(text)
+    """YAML scalar of a ``--set key=value`` (``1e-3`` is a float here, not YAML 1.1's string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -76,6 +77,7 @@ def residual_variants(inputs: torch.Tensor, reconstruction: torch.Tensor, model:
     maps["ssim_same_reflect"] = same
     maps["ssim_valid_replicate"] = F.pad(valid, (5, 5, 5, 5), mode="replicate")
     maps["l2"] = (inputs - reconstruction).pow(2).mean(1, keepdim=True)
+    maps["ssim_l2"] = maps["ssim_valid_replicate"] + maps["l2"]
     return maps
 
 
@@ -113,7 +115,7 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
     ``placement`` (``"corner"`` or ``"centre"``) moves every defect first (:func:`place_defect`)."""
     model.eval()
     samples = test_samples(root)
-    loss = ReconstructionLoss("ssim")
+    loss = ReconstructionLoss("ssim", padding="same")  # the package's training loss and val_loss
     dist = distance_to_border(*size)
     profile = {}
     pixel_metrics: dict[str, tuple[AUROC, AUPRO]] = {}
@@ -149,6 +151,16 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
                 scores.setdefault(name, {}).setdefault(score, []).append(value)
     labels = torch.cat(labels)
     result = {"test_images": len(samples), "defective": int(labels.sum())}
+    groups = [re.match(r"(exp\d+)_", s[0].name) for s in samples]  # magnetic_tile's lighting sets
+    if all(groups):
+        own = torch.cat(scores["model"][score_name(model)])
+        result["image_AUROC_by_lighting_set"] = {}
+        for group in sorted({g.group(1) for g in groups}):
+            keep = torch.tensor([g.group(1) == group for g in groups])
+            if labels[keep].min() != labels[keep].max():
+                metric = AUROC()
+                metric.update(own[keep], labels[keep])
+                result["image_AUROC_by_lighting_set"][group] = round(float(metric.compute()), 4)
     result["val_loss"] = sum(v * n for v, n in val_losses) / max(1, sum(n for _, n in val_losses))
     for name, (auroc, aupro) in pixel_metrics.items():
         sums, counts = profile[name]

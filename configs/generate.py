@@ -14,6 +14,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# Training recipe and image score chosen from the benchmarks (see the model card of SSIM-AE):
+# benchmarks/results/time_to_quality.md (schedule, rate, batch), convergence.md (length), image_scores.md (score).
+EPOCHS = 30  # x crops_per_epoch 10,000 = 300,000 training crops
+BATCH = 128
+LEARNING_RATE = "1.0e-3"
+WARMUP_CROPS = 5000
+SCORE = "max"
+SCORE_SIGMA = 4.0
+QUICKSTART_EPOCHS = 6  # x 10,000 crops
+# A cap for slow CPUs (fp32 only): training stops there even if the epochs are not done.
+QUICKSTART_MAX_TIME = "  max_time: \"00:00:07:00\"  # days:hours:minutes:seconds; a cap for slow CPUs\n"
+
 MODELS = {  # config folder: (class, description, extra init_args)
     "ssim_ae": ("SsimAe", "SSIM-AE (Bergmann et al. 2019)", "    loss: ssim  # Eq. 7\n"),
     "ssim_ae_extended": ("SsimAeExtended", "SSIM-AEe, the extended network (Rádli & Czúni 2021, Table 2)",
@@ -56,14 +68,19 @@ model:
     in_channels: {in_channels}
     latent_dim: {latent}
     residual: ssim
+    score: {score}
+    score_sigma: {score_sigma}
     crops_per_epoch: {crops}
-    batch_size: 128
+    batch_size: {batch}
     rotation_prob: {rot_prob}
     max_rotation: {rot}
     hflip_prob: {flips}
     vflip_prob: {flips}
-    learning_rate: 0.0002
+    learning_rate: {lr}  # peak of the cosine schedule (paper: 2.0e-4 constant); benchmarks/results/time_to_quality.md
+    lr_schedule: cosine
+    warmup_crops: {warmup}
     weight_decay: 0.0
+    train_precision: auto  # bf16 autocast where the CPU has bf16 units (AVX512-BF16, AMX), fp32 elsewhere
     seed: 42  # the model seeds torch/NumPy/Python: anomalib 2.7's CLI ignores seed_everything
 {extra}data:
   class_path: anomalib.data.MVTecAD
@@ -80,8 +97,7 @@ trainer:
   max_epochs: {epochs}
   accelerator: cpu
   devices: 1
-  precision: 32-true  # bf16-mixed pays off only on CPUs with AVX512-BF16/AMX; see README, Benchmarks
-  log_every_n_steps: 10
+{max_time}  log_every_n_steps: 10
   logger:
     - class_path: anomalib.loggers.AnomalibTensorBoardLogger
       init_args: {{save_dir: results/tensorboard, name: {folder}_{name}}}
@@ -99,16 +115,18 @@ def render(folder: str, name: str, quickstart: bool = False) -> str:
     text = TEMPLATE.format(
         model_desc=model_desc, name=name, desc=d["desc"], folder=folder, cls=cls, image_size=d["image_size"],
         in_channels=d["in_channels"], latent=d["latent"], rot_prob=0.3 if d["rot"] else 0.0, rot=d["rot"],
-        flips=d["flips"], extra=extra, root="../shared/datasets", category=name, epochs=30, crops=10000,
+        flips=d["flips"], extra=extra, root="../shared/datasets", category=name,
+        epochs=QUICKSTART_EPOCHS if quickstart else EPOCHS, crops=10000, batch=BATCH, lr=LEARNING_RATE,
+        warmup=WARMUP_CROPS, score=SCORE, score_sigma=SCORE_SIGMA,
+        max_time=QUICKSTART_MAX_TIME if quickstart else "",
         root_hint=f" [--data.root <folder holding {name}/>]",
     )
     if quickstart:
         text = text.replace(f"# {model_desc} on {name}:", "# Quickstart: SSIM-AE on the embedded bsdata_pitting_mini"
                             " (40 train / 28 test images, in this repository).\n# Short schedule: train + test in"
-                            " about 5 minutes on 2 CPU cores.\n# Source data:")
+                            " under 10 minutes on 2 CPU cores.\n# Source data:")
         text = text.replace("root: ../shared/datasets", "root: datasets")
         text = text.replace(f"category: {name}\n", "category: bsdata_pitting_mini\n")
-        text = text.replace("crops_per_epoch: 10000", "crops_per_epoch: 2560").replace("max_epochs: 30", "max_epochs: 6")
         text = text.replace(f"name: {folder}_{name}}}", "name: ssim_ae_quickstart}")
         text = text.replace(f"configs/{folder}/{name}.yaml [--data.root <folder holding {name}/>]",
                             "configs/ssim_ae/quickstart.yaml")

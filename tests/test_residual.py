@@ -57,3 +57,45 @@ def test_image_scores_on_a_constructed_map() -> None:
 def test_anomaly_map_generator_rejects_bad_arguments(arguments: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AnomalyMapGenerator(**arguments)
+
+
+def _pixel_auroc(anomaly_map: torch.Tensor, mask: torch.Tensor) -> float:
+    """Pixel AUROC by ranks (ties averaged): the probability that a defect pixel outranks a normal one."""
+    values = anomaly_map.flatten().double()
+    order = values.argsort()
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    for value in values[mask.flatten()].unique():  # average the ranks of ties that involve defect pixels
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    positives = mask.flatten()
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@pytest.mark.parametrize("corner", ["top_left", "bottom_right"])
+def test_a_defect_at_the_image_corner_scores_like_one_in_the_centre(pitting_image: torch.Tensor, corner: str) -> None:
+    # A real image; its "reconstruction" differs only inside a 24 x 24 defect (the image's own texture, flipped),
+    # placed once in the centre and once touching two image borders.
+    image = pitting_image[:, :1]
+    height, width, side = image.shape[-2], image.shape[-1], 24
+
+    def with_defect(top: int, left: int) -> tuple[torch.Tensor, torch.Tensor]:
+        reconstruction = image.clone()
+        region = (..., slice(top, top + side), slice(left, left + side))
+        reconstruction[region] = image[region].flip(-1).flip(-2) * 0.5
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        mask[top : top + side, left : left + side] = True
+        return residual_map(image, reconstruction, "ssim")[0, 0], mask
+
+    centre_map, centre_mask = with_defect((height - side) // 2, (width - side) // 2)
+    top, left = (0, 0) if corner == "top_left" else (height - side, width - side)
+    corner_map, corner_mask = with_defect(top, left)
+    # the defect is at least as strong at the corner as in the centre (nothing damps the border), pixel by pixel too
+    assert corner_map[corner_mask].mean() >= 0.9 * centre_map[centre_mask].mean()
+    assert corner_map[corner_mask].min() >= 0.9 * centre_map[centre_mask].min()
+    assert _pixel_auroc(corner_map, corner_mask) >= _pixel_auroc(centre_map, centre_mask) - 0.01
+    # and the image score (maximum of the smoothed map) lies on the defect
+    smoothed = AnomalyMapGenerator(score_sigma=4.0).blur(corner_map[None, None])[0, 0]
+    row, col = divmod(int(smoothed.argmax()), width)
+    assert corner_mask[max(0, row - 8) : row + 9, max(0, col - 8) : col + 9].any()

@@ -54,9 +54,11 @@ def test_errors_name_the_problem() -> None:
 
 def test_losses(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     image, noisy = pair
-    ssim_loss = ReconstructionLoss("ssim")(image, noisy)
-    expected = (1 - pytorch_msssim.ssim(image, noisy, data_range=1.0)) / 2  # Eq. 7
-    assert abs(ssim_loss - expected) < 1e-6
+    ssim_loss = ReconstructionLoss("ssim")(image, noisy)  # reflect padding ("same"), as kornia's SSIM loss
+    assert abs(ssim_loss - kornia.losses.ssim_loss(image, noisy, window_size=11, max_val=1.0)) < 1e-4  # Eq. 7
+    valid_loss = ReconstructionLoss("ssim", padding="valid")(image, noisy)  # the authors' form
+    assert abs(valid_loss - (1 - pytorch_msssim.ssim(image, noisy, data_range=1.0)) / 2) < 1e-6
+    assert ssim_loss != valid_loss
     assert 0 < ssim_loss < 1
     assert ReconstructionLoss("ssim")(image, image) < 1e-6
     assert torch.isclose(ReconstructionLoss("l2")(image, noisy), ((image - noisy) ** 2).mean())

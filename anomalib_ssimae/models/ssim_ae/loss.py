@@ -1,7 +1,11 @@
 """Reconstruction losses of the SSIM autoencoder.
 
 - ``"ssim"``: (1 - SSIM) / 2 averaged over pixels, Gaussian window 11 x 11, sigma 1.5 (Rádli & Czúni 2021, Eq. 7;
-  Bergmann et al. 2019). "Valid" filtering, as pytorch-msssim in the authors' code, so no padded border enters.
+  Bergmann et al. 2019), with reflect padding ("same"), so that every pixel of the crop has a window centred on it.
+  The authors' code (pytorch-msssim) uses "valid" windows only, which leaves the outer 2-3 pixels of every crop
+  almost without gradient: the network then reconstructed patch edges worse, and since the image border is always
+  a patch edge, the residual rose there (border band 1.11x the interior on grid after 50,000 crops, 1.06x with
+  "same"; ``benchmarks/results/border.md``). ``padding="valid"`` keeps the authors' form.
 - ``"l2"``: mean squared error (the ℓ2-AE of Bergmann et al.).
 - ``"ssim_l1"``: the SSIM loss plus ``l1_weight`` times the mean absolute error (``ssim_l1_loss`` of the
   plutoyuxie code): SSIM alone neglects colour and mean brightness.
@@ -32,6 +36,7 @@ class ReconstructionLoss(nn.Module):
         l1_weight: weight of the L1 term of ``"ssim_l1"``.
         window_size: SSIM window side in pixels.
         alpha, beta: weights of corrupted and clean pixels when a mask is given (paper: 1, 1).
+        padding: SSIM padding of the unmasked loss, ``"same"`` (reflect) or ``"valid"`` (see the module docstring).
 
     ``forward(inputs, reconstruction, mask=None)``: two ``(N, C, P, P)`` tensors in [0, 1] and an optional
     ``(N, 1, P, P)`` bool corruption mask -> scalar float32 tensor; 0 for identical inputs; the SSIM loss lies in
@@ -48,7 +53,7 @@ class ReconstructionLoss(nn.Module):
         window_size: int = 11,
         alpha: float = 1.0,
         beta: float = 1.0,
-        padding: str = "valid",
+        padding: str = "same",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
