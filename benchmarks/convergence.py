@@ -11,6 +11,11 @@ checkpoint stays in the run folder.
         [--config configs/ssim_ae/mvtec_ad_grid_mini.yaml] [--data-root ../shared/datasets] [--name NAME]
         [--precision auto|32-true|bf16-mixed] [--eval-only]
 
+    # the embedded quickstart data:
+    python benchmarks/convergence.py bsdata_pitting_mini --config configs/ssim_ae/quickstart.yaml --data-root datasets
+    # the paper's recipe (the configs use the cosine schedule):
+    ... --set lr_schedule=constant learning_rate=2e-4 batch_size=128
+
 ``--precision auto`` (default) trains in bf16-mixed where the CPU has bf16 units (AVX512-BF16 or AMX), fp32
 elsewhere, as the package does.
 """
@@ -118,6 +123,7 @@ def main() -> None:
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     overrides["seed"] = args.seed
     precision = auto_precision() if args.precision == "auto" else args.precision
+    overrides["train_precision"] = precision  # the model autocasts itself; the trainer stays in fp32
     settings = " ".join([f"{config_path.relative_to(REPO) if config_path.is_absolute() else config_path}",
                          precision, *args.set, *([f"loss_padding={args.loss_padding}"] if args.loss_padding else [])])
     name = args.name or "_".join([config_path.parent.name, *args.set, precision, f"seed{args.seed}"])
@@ -132,7 +138,7 @@ def main() -> None:
             model.loss.padding = args.loss_padding
         batch_size = model.hparams.batch_size
         engine = Engine(
-            max_steps=-(-args.crops // batch_size), max_epochs=-1, precision=precision, logger=False,
+            max_steps=-(-args.crops // batch_size), max_epochs=-1, precision="32-true", logger=False,
             limit_val_batches=0, default_root_dir=str(folder),
             callbacks=[CropCheckpoints(points, folder)],
         )

@@ -22,19 +22,19 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from anomalib.metrics.aupro import _AUPRO as AUPRO
 from anomalib.metrics.auroc import _AUROC as AUROC
-from anomalib.models.components import GaussianBlur2d
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_ssimae.components.ssim import ssim_map
+from anomalib_ssimae.models.ssim_ae.anomaly_map import SeparableGaussianBlur
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 
 BAND = 16  # px: the border band of issue 8
 PROFILE = 32  # px: residual profile by distance to the border
 SIGMAS = (1, 2, 4, 8, 16)
+BLURS = {s: SeparableGaussianBlur(float(s)) for s in SIGMAS}
 
 
 def test_samples(root: Path) -> list[tuple[Path, Path | None, int]]:
@@ -70,27 +70,25 @@ def distance_to_border(height: int, width: int) -> torch.Tensor:
 
 
 def residual_variants(inputs: torch.Tensor, reconstruction: torch.Tensor, model: torch.nn.Module) -> dict:
-    """Residual maps ``(B, 1, H, W)`` to compare: the model's own, and the SSIM map with and without padding."""
+    """Residual maps ``(B, 1, H, W)`` to compare: the model's own (SSIM from windows inside the image), the SSIM map
+    with reflect padding (the package before the border fix), the squared error and SSIM + squared error."""
     maps = {"model": model.anomaly_prediction(inputs, reconstruction).anomaly_map}
-    same = 1 - ssim_map(inputs, reconstruction, padding="same").mean(1, keepdim=True)
-    valid = 1 - ssim_map(inputs, reconstruction, padding="valid").mean(1, keepdim=True)
-    maps["ssim_same_reflect"] = same
-    maps["ssim_valid_replicate"] = F.pad(valid, (5, 5, 5, 5), mode="replicate")
+    maps["ssim_same_reflect"] = 1 - ssim_map(inputs, reconstruction, padding="same").mean(1, keepdim=True)
     maps["l2"] = (inputs - reconstruction).pow(2).mean(1, keepdim=True)
-    maps["ssim_l2"] = maps["ssim_valid_replicate"] + maps["l2"]
+    maps["ssim_l2"] = 1 - ssim_map(inputs, reconstruction, padding="replicate").mean(1, keepdim=True) + maps["l2"]
     return maps
 
 
 def image_scores(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     """Candidate image scores ``(B,)`` from maps ``(B, 1, H, W)``."""
     flat = maps.flatten(1)
-    scores = {f"max_sigma{s}": GaussianBlur2d(sigma=float(s), channels=1)(maps).amax(dim=(1, 2, 3)) for s in SIGMAS}
+    scores = {f"max_sigma{s}": BLURS[s](maps).amax(dim=(1, 2, 3)) for s in SIGMAS}
     scores["max_raw"] = flat.amax(1)
     scores["mean"] = flat.mean(1)
     for q in (0.99, 0.999):
         scores[f"quantile{q}"] = torch.quantile(flat, q, dim=1)
     for frac in (0.001, 0.01):
-        k = max(1, int(flat.shape[1] * frac))
+        k = max(1, round(flat.shape[1] * frac))
         scores[f"top{frac:g}_mean"] = flat.topk(k, dim=1).values.mean(1)
     return scores
 
@@ -136,8 +134,8 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
             keep = good.repeat_interleave(len(patches) // len(inputs))
             val_losses.append((float(loss(patches[keep], rebuilt[keep])), int(good.sum())))
         for name, maps in residual_variants(inputs, reconstruction, model).items():
-            if name not in pixel_metrics:
-                pixel_metrics[name] = (AUROC(), AUPRO(fpr_limit=0.3))
+            if name not in pixel_metrics:  # AUPRO is slow: only for the model's own map
+                pixel_metrics[name] = (AUROC(), AUPRO(fpr_limit=0.3)) if name == "model" else (AUROC(),)
                 profile[name] = torch.zeros(2, PROFILE + 1, dtype=torch.float64)
             for metric in pixel_metrics[name]:
                 metric.update(maps[:, 0], masks.int())
@@ -147,7 +145,10 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
                     where = dist == d if d < PROFILE else dist >= PROFILE
                     profile[name][0, d] += good_maps[:, where].sum()
                     profile[name][1, d] += good_maps[:, where].numel()
-            for score, value in image_scores(maps).items():
+            candidates = image_scores(maps)
+            if name == "model":  # the model's own score, whatever its settings
+                candidates[score_name(model)] = model.anomaly_map_generator.image_score(maps)
+            for score, value in candidates.items():
                 scores.setdefault(name, {}).setdefault(score, []).append(value)
     labels = torch.cat(labels)
     result = {"test_images": len(samples), "defective": int(labels.sum())}
@@ -162,13 +163,13 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
                 metric.update(own[keep], labels[keep])
                 result["image_AUROC_by_lighting_set"][group] = round(float(metric.compute()), 4)
     result["val_loss"] = sum(v * n for v, n in val_losses) / max(1, sum(n for _, n in val_losses))
-    for name, (auroc, aupro) in pixel_metrics.items():
+    for name, metrics in pixel_metrics.items():
         sums, counts = profile[name]
         band = float(sums[:BAND].sum() / counts[:BAND].sum()) if counts[:BAND].sum() else float("nan")
         inner = float(sums[BAND:].sum() / counts[BAND:].sum()) if counts[BAND:].sum() else float("nan")
         entry = {
-            "pixel_AUROC": float(auroc.compute()),
-            "pixel_AUPRO": float(aupro.compute()),
+            "pixel_AUROC": float(metrics[0].compute()),
+            "pixel_AUPRO": float(metrics[1].compute()) if len(metrics) > 1 else float("nan"),
             "border_ratio": band / inner if inner else float("nan"),
             "border_profile": [round(float(s / c), 5) for s, c in zip(sums, counts, strict=True) if c],
         }
@@ -184,9 +185,9 @@ def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: i
 
 def score_name(model: torch.nn.Module) -> str:
     """The key in :func:`image_scores` of the model's own image score."""
-    generator = getattr(model, "anomaly_map_generator", None)
-    if generator is None or generator.score == "max":
-        return f"max_sigma{generator.score_sigma if generator is not None else 4.0:g}"
+    generator = model.anomaly_map_generator
+    if generator.score == "max":
+        return f"max_sigma{generator.score_sigma:g}"
     return "mean" if generator.score == "mean" else f"top{generator.score_fraction:g}_mean"
 
 

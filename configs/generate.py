@@ -17,11 +17,11 @@ HERE = Path(__file__).resolve().parent
 # Training recipe and image score chosen from the benchmarks (see the model card of SSIM-AE):
 # benchmarks/results/time_to_quality.md (schedule, rate, batch), convergence.md (length), image_scores.md (score).
 EPOCHS = 30  # x crops_per_epoch 10,000 = 300,000 training crops
-BATCH = 128
+BATCH = 16
 LEARNING_RATE = "1.0e-3"
 WARMUP_CROPS = 5000
 SCORE = "max"
-SCORE_SIGMA = 4.0
+SCORE_SIGMA = 16.0
 QUICKSTART_EPOCHS = 6  # x 10,000 crops
 # A cap for slow CPUs (fp32 only): training stops there even if the epochs are not done.
 QUICKSTART_MAX_TIME = "  max_time: \"00:00:07:00\"  # days:hours:minutes:seconds; a cap for slow CPUs\n"

@@ -99,3 +99,14 @@ def test_a_defect_at_the_image_corner_scores_like_one_in_the_centre(pitting_imag
     smoothed = AnomalyMapGenerator(score_sigma=4.0).blur(corner_map[None, None])[0, 0]
     row, col = divmod(int(smoothed.argmax()), width)
     assert corner_mask[max(0, row - 8) : row + 9, max(0, col - 8) : col + 9].any()
+
+
+@pytest.mark.parametrize("sigma", [1.0, 4.0, 16.0])
+def test_separable_blur_equals_anomalibs_gaussian_blur(sigma: float) -> None:
+    from anomalib.models.components import GaussianBlur2d
+
+    from anomalib_ssimae.models.ssim_ae.anomaly_map import SeparableGaussianBlur
+
+    maps = torch.rand(2, 1, 208, 160, generator=torch.Generator().manual_seed(0))
+    expected = GaussianBlur2d(sigma=sigma, channels=1)(maps)
+    assert (SeparableGaussianBlur(sigma)(maps) - expected).abs().max() < 5e-5  # float32 sums of up to 129^2 terms

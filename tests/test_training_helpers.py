@@ -45,6 +45,7 @@ def test_seed_makes_initial_weights_reproducible() -> None:
         ({"lr_schedule": "cosine", "lr_step_size": 5}, "exclude each other"),
         ({"warmup_crops": -1}, "warmup_crops must be >= 0"),
         ({"train_precision": "16-mixed"}, "precision must be one of"),
+        ({"image_size": 128, "score_sigma": 40.0}, "score_sigma 40.0 is too large for image_size 128 x 128"),
     ],
 )
 def test_arguments_fail_at_construction(arguments: dict, message: str) -> None:
@@ -93,3 +94,19 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, f
     monkeypatch.setattr("anomalib_ssimae.precision.cpu_flags", lambda: frozenset(flags))
     assert training_precision("auto") == expected
     assert training_precision("32-true") == "32-true"  # an explicit choice is kept
+
+
+def test_warmup_cosine_follows_a_time_budget_when_it_is_further_along() -> None:
+    schedule = WarmupCosine(10, 110)
+    assert schedule(20, time_fraction=0.5) == pytest.approx(0.5)  # step 20 is 10 % through, time 50 %: time wins
+    assert schedule(100, time_fraction=0.5) == pytest.approx(schedule(100))  # steps further along: steps win
+    assert schedule(20, time_fraction=1.0) == pytest.approx(0.0)  # budget used up: rate 0
+    assert schedule(5, time_fraction=0.9) == 0.6  # warm-up is by steps only
+
+
+def test_checkpoints_of_0_1_0_load() -> None:
+    # 0.1.0 saved the score's 2-D Gaussian kernel as a buffer; it is now derived from score_sigma
+    source, target = SsimAe(seed=1, visualizer=False), SsimAe(seed=2, visualizer=False)
+    old = source.state_dict() | {"model.score_blur.kernel": torch.ones(1, 1, 33, 33)}
+    target.load_state_dict(old)  # strict
+    assert torch.equal(target.model.network.encoder[0].weight, source.model.network.encoder[0].weight)

@@ -8,7 +8,7 @@ were compared on six datasets in ``benchmarks/results/image_scores.md``.
 from __future__ import annotations
 
 import torch
-from anomalib.models.components import GaussianBlur2d
+import torch.nn.functional as F
 from torch import nn
 
 from anomalib_ssimae.components.ssim import ssim_map
@@ -44,6 +44,35 @@ def residual_map(image: torch.Tensor, reconstruction: torch.Tensor, residual: st
     return out
 
 
+class SeparableGaussianBlur(nn.Module):
+    """Gaussian blur of ``(B, 1, H, W)`` maps as two 1-D convolutions with reflect padding.
+
+    Same kernel (``2 * int(4 * sigma + 0.5) + 1`` taps) and border as anomalib's ``GaussianBlur2d``, whose full 2-D
+    convolution cost 129 x 129 multiplications per pixel at sigma 16 (about 0.3 s for a 512 x 208 map on a CPU
+    core); two 1-D passes cost 2 x 129. The kernel is derived from ``sigma``, so it is not saved in checkpoints.
+
+    Raises:
+        ValueError: if ``sigma`` is not positive.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        if sigma <= 0:
+            msg = f"score_sigma must be > 0, got {sigma}"
+            raise ValueError(msg)
+        radius = int(4 * sigma + 0.5)
+        taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
+        self.register_buffer("kernel", taps / taps.sum(), persistent=False)
+        self.radius = radius
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` -> blurred ``(B, 1, H, W)``; ``H, W`` must exceed the kernel radius (reflect padding)."""
+        r = self.radius
+        padded = F.pad(maps, (r, r, r, r), mode="reflect")
+        rows = F.conv2d(padded, self.kernel.view(1, 1, -1, 1).to(maps.dtype))
+        return F.conv2d(rows, self.kernel.view(1, 1, 1, -1).to(maps.dtype))
+
+
 class AnomalyMapGenerator(nn.Module):
     """Residual map and image score from an image and its reconstruction.
 
@@ -52,7 +81,8 @@ class AnomalyMapGenerator(nn.Module):
         score: image anomaly score from the map: ``"max"``, the maximum of the map smoothed by a Gaussian of
             ``score_sigma`` px (a defect-sized region rather than one noisy pixel); ``"mean"``, the mean of the map;
             ``"top_mean"``, the mean of the highest ``score_fraction`` of its pixels.
-        score_sigma: Gaussian sigma in pixels for ``"max"``.
+        score_sigma: Gaussian sigma in pixels for ``"max"`` (default 16: the best image AUROC over the datasets
+            compared in ``benchmarks/results/image_scores.md``).
         score_fraction: fraction of pixels in (0, 1] for ``"top_mean"``.
 
     ``forward(image, reconstruction)``: ``(B, C, H, W)`` each, in [0, 1] -> ``(anomaly_map (B, 1, H, W) float32,
@@ -66,7 +96,7 @@ class AnomalyMapGenerator(nn.Module):
         self,
         residual: str = "ssim",
         score: str = "max",
-        score_sigma: float = 4.0,
+        score_sigma: float = 16.0,
         score_fraction: float = 0.01,
     ) -> None:
         super().__init__()
@@ -83,7 +113,7 @@ class AnomalyMapGenerator(nn.Module):
         self.score = score
         self.score_sigma = score_sigma
         self.score_fraction = score_fraction
-        self.blur = GaussianBlur2d(sigma=score_sigma, channels=1)
+        self.blur = SeparableGaussianBlur(score_sigma)
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B,)`` (see the class docstring)."""

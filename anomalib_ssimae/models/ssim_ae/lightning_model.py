@@ -25,6 +25,7 @@ from anomalib.deploy import CompressionType
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
@@ -94,20 +95,21 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
 
 class WarmupCosine:
     """Learning-rate factor per optimiser step: linear warm-up over ``warmup`` steps, then cosine decay to 0 at
-    ``total`` steps (a picklable callable for ``LambdaLR``).
+    ``total`` steps, or earlier when ``time_fraction`` (the share of a time budget used) is further along.
 
-    Example: ``WarmupCosine(10, 110)`` gives 0.1 at step 0, 1.0 at step 9, 0.5 at step 60 and 0.0 from step 110.
+    Example: ``WarmupCosine(10, 110)`` gives 0.1 at step 0, 1.0 at step 9, 0.5 at step 60 and 0.0 from step 110;
+    at step 20 with 75 % of the time budget used it gives the factor of 75 % progress.
     """
 
     def __init__(self, warmup: int, total: int) -> None:
         self.warmup = warmup
         self.total = max(total, warmup + 1)
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: int, time_fraction: float = 0.0) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
+        progress = max((step - self.warmup) / (self.total - self.warmup), time_fraction)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class SsimAe(AnomalibModule):
@@ -126,7 +128,8 @@ class SsimAe(AnomalibModule):
         score: image anomaly score from the map: ``"max"`` of the map smoothed by a Gaussian of ``score_sigma``
             pixels, ``"mean"``, or ``"top_mean"`` (mean of the highest ``score_fraction`` of pixels); see
             :class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.AnomalyMapGenerator`.
-        score_sigma: Gaussian sigma in pixels for ``score: max``.
+        score_sigma: Gaussian sigma in pixels for ``score: max``. The default 16 had the best image AUROC across the
+            datasets compared (``benchmarks/results/image_scores.md``; sigma 4, used before, scored the border band).
         score_fraction: fraction of pixels for ``score: top_mean``.
         crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
         batch_size: crops per optimiser step (paper: 128). The datamodule's ``train_batch_size`` only sets how many
@@ -139,8 +142,9 @@ class SsimAe(AnomalibModule):
         lr_gamma: StepLR factor.
         lr_schedule: ``"constant"`` (paper; with ``lr_step_size`` the StepLR above) or ``"cosine"``: linear warm-up
             over ``warmup_crops`` training crops to ``learning_rate``, then cosine decay to 0 at the end of training
-            (``trainer.max_steps`` or ``trainer.max_epochs`` x ``crops_per_epoch``). The cosine schedule reached the
-            paper's quality in fewer crops (``benchmarks/results/time_to_quality.md``).
+            (``trainer.max_steps`` or ``trainer.max_epochs`` x ``crops_per_epoch``), or at ``trainer.max_time`` when
+            that comes first (the decay follows whichever is further along). It reached the paper's quality in
+            about a quarter of the crops (``benchmarks/results/time_to_quality.md``).
         warmup_crops: length of the warm-up in training crops (``"cosine"`` only).
         train_precision: ``"auto"`` trains the network under bf16 autocast where the CPU has bf16 units
             (AVX512-BF16 or AMX; about 1.7x faster there) and in fp32 elsewhere (bf16 was 8x slower on an
@@ -178,7 +182,7 @@ class SsimAe(AnomalibModule):
         l1_weight: float = 1.0,
         residual: str = "ssim",
         score: str = "max",
-        score_sigma: float = 4.0,
+        score_sigma: float = 16.0,
         score_fraction: float = 0.01,
         crops_per_epoch: int = 10_000,
         batch_size: int = 128,
@@ -212,6 +216,10 @@ class SsimAe(AnomalibModule):
         if min(height, width) < patch_size:
             msg = f"image_size {height} x {width} is smaller than patch_size {patch_size}: every side must be >= it"
             raise ValueError(msg)
+        if score == "max" and min(height, width) <= int(4 * score_sigma + 0.5):
+            msg = (f"score_sigma {score_sigma} is too large for image_size {height} x {width}: the smoothing kernel "
+                   f"radius int(4 * sigma + 0.5) must be smaller than every image side")
+            raise ValueError(msg)
         self._image_size = (height, width)  # read by configure_pre_processor inside super().__init__
         super().__init__(
             pre_processor=pre_processor,
@@ -243,6 +251,7 @@ class SsimAe(AnomalibModule):
         self._val_defective = 0
         self._images_seen = 0
         self._bf16 = False  # set at fit start from train_precision and the device
+        self._schedule: WarmupCosine | None = None  # set at fit start for lr_schedule "cosine"
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -290,14 +299,13 @@ class SsimAe(AnomalibModule):
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
         """Ignore the evaluator's entries: they hold metric settings (e.g. AUPRO's ``fpr_limit``), not weights,
-        and differ whenever a checkpoint is reloaded with another evaluator; read checkpoints of version 0.1.0.
+        and differ whenever a checkpoint is reloaded with another evaluator; drop the score-blur kernel that 0.1.0
+        checkpoints saved (it is now derived from ``score_sigma``).
         """
         own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("evaluator.")} | own
-        # checkpoints of version 0.1.0 kept the score's Gaussian kernel under its old name
-        if "model.score_blur.kernel" in state_dict:
-            state_dict = dict(state_dict)
-            state_dict["model.anomaly_map_generator.blur.kernel"] = state_dict.pop("model.score_blur.kernel")
+        # earlier checkpoints saved the score's Gaussian kernel; it is now derived from score_sigma
+        state_dict = {k: v for k, v in state_dict.items() if not k.endswith(("score_blur.kernel", "blur.kernel"))}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -351,9 +359,6 @@ class SsimAe(AnomalibModule):
             lr=self.hparams.learning_rate,
             weight_decay=self.hparams.weight_decay,
         )
-        if self.hparams.lr_schedule == "cosine":
-            schedule = WarmupCosine(math.ceil(self.hparams.warmup_crops / self.hparams.batch_size), self._total_updates())
-            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
         if self.hparams.lr_step_size is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.lr_step_size, self.hparams.lr_gamma)
@@ -386,8 +391,15 @@ class SsimAe(AnomalibModule):
                 check_image_files(samples["image_path"])
 
     def on_fit_start(self) -> None:
-        """Check the training and validation images before the first step; choose the training precision."""
+        """Check the training and validation images before the first step; choose the training precision; size
+        the cosine schedule."""
         self._check_images("train_data", "val_data")
+        if self.hparams.lr_schedule == "cosine":
+            warmup = math.ceil(self.hparams.warmup_crops / self.hparams.batch_size)
+            self._schedule = WarmupCosine(warmup, self._total_updates())
+            if warmup >= self._schedule.total:
+                warnings.warn(f"warmup_crops ({self.hparams.warmup_crops}) is as long as the whole training: the "
+                              "learning rate never reaches its peak", stacklevel=1)
         precision = training_precision(self.hparams.train_precision, self.device.type)
         self._bf16 = precision == "bf16-mixed"
         units = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}) if self.device.type == "cpu" else []
@@ -437,16 +449,29 @@ class SsimAe(AnomalibModule):
             loss = self.loss(crops, reconstruction, mask)  # target: the clean crop; the loss runs in fp32
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            if self._schedule is not None:
+                self._set_learning_rate(optimizer)
             optimizer.step()
-            if self.hparams.lr_schedule == "cosine":
-                self.lr_schedulers().step()
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
+
+    def _set_learning_rate(self, optimizer: Any) -> None:  # noqa: ANN401
+        """Cosine schedule from the optimiser steps done (so a resumed run continues it) and, when
+        ``trainer.max_time`` is set, from the share of that budget used: a run cut short by the time cap still
+        ends its decay instead of stopping at a high rate."""
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        time_fraction = 0.0
+        if timer is not None and timer.time_remaining() is not None:
+            elapsed = timer.time_elapsed()
+            time_fraction = elapsed / max(elapsed + timer.time_remaining(), 1e-9)
+        factor = self._schedule(self.trainer.global_step, time_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = self.hparams.learning_rate * factor
 
     def on_train_epoch_end(self) -> None:
         """Step the optional StepLR schedule (manual optimisation does not)."""
         scheduler = self.lr_schedulers()
-        if scheduler is not None and self.hparams.lr_schedule == "constant":
+        if scheduler is not None:
             scheduler.step()
 
     # ------------------------------------------------------------------ validation and test

@@ -64,6 +64,9 @@ class ReconstructionLoss(nn.Module):
         self.window_size = window_size
         self.alpha = alpha
         self.beta = beta
+        if padding not in {"same", "valid"}:
+            msg = f"padding must be 'same' or 'valid', got {padding!r}"
+            raise ValueError(msg)
         self.padding = padding
 
     def loss_map(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:

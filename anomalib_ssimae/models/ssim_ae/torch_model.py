@@ -155,7 +155,7 @@ class SsimAeModel(nn.Module):
         stride: int = 32,
         residual: str = "ssim",
         score: str = "max",
-        score_sigma: float = 4.0,
+        score_sigma: float = 16.0,
         score_fraction: float = 0.01,
         encoder: tuple = SSIM_AE_ENCODER,
         output_kernel: int | None = None,
