@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "datasets")
     args = parser.parse_args()
     for run in args.runs:
-        checkpoint = sorted(run.glob("crops_*.pt"))[-1]
+        checkpoint = max(run.glob("crops_*.pt"))
         dataset = run.parent.name
         model, size = load_model(checkpoint)
         row = {"date": date.today().isoformat(), "machine": describe(), "dataset": dataset, "run": run.name,
@@ -35,7 +35,7 @@ def main() -> None:
             row |= {f"pixel_AUROC_{placement}": round(result["pixel_AUROC"], 4),
                     f"pixel_AUPRO_{placement}": round(result["pixel_AUPRO"], 4)}
         append(REPO / "benchmarks" / "results" / "border_placement.csv", [row])
-        print(row, flush=True)  # noqa: T201
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,8 @@ from pathlib import Path
 import torch
 import yaml
 from anomalib.engine import Engine
-from lightning.pytorch import Callback
-
 from evaluate import evaluate, load_model
+from lightning.pytorch import Callback
 from machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +52,11 @@ class CropCheckpoints(Callback):
         self.fit_seconds = 0.0
         self._start = 0.0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001, D102
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         del trainer, pl_module, batch, batch_idx
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001, D102
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         del outputs, batch, batch_idx
         self.fit_seconds += time.perf_counter() - self._start
         crops = trainer.global_step * pl_module.hparams.batch_size
@@ -71,12 +70,12 @@ class CropCheckpoints(Callback):
                 "fit_seconds": self.fit_seconds,
             }
             torch.save(state, self.folder / f"crops_{crops:08d}.pt")
-            print(f"checkpoint at {crops} crops, {self.fit_seconds:.0f} s of training", flush=True)  # noqa: T201
+            print(f"checkpoint at {crops} crops, {self.fit_seconds:.0f} s of training", flush=True)
 
 
 def auto_precision() -> str:
     """``bf16-mixed`` where the CPU has bf16 units, else ``32-true`` (see ``anomalib_ssimae.precision``)."""
-    from anomalib_ssimae.precision import training_precision  # noqa: PLC0415
+    from anomalib_ssimae.precision import training_precision
 
     return training_precision("auto")
 
@@ -156,7 +155,7 @@ def main() -> None:
         result |= {"crops": state["crops"], "fit_seconds": state["fit_seconds"], "settings": settings}
         report.write_text(json.dumps(result, indent=1))
         write_rows(stamp, result)
-        print(f"{checkpoint.name}: val_loss {result['val_loss']:.4f} "  # noqa: T201
+        print(f"{checkpoint.name}: val_loss {result['val_loss']:.4f} "
               f"pixel AUROC {result['model']['pixel_AUROC']:.3f} AUPRO {result['model']['pixel_AUPRO']:.3f} "
               f"border {result['model']['border_ratio']:.2f}", flush=True)
 

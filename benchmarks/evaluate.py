@@ -193,7 +193,7 @@ def score_name(model: torch.nn.Module) -> str:
 
 def load_model(checkpoint: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
     """The torch model and image size of a checkpoint written by ``convergence.py`` or ``anomalib train``."""
-    from anomalib_ssimae.models import SsimAe  # noqa: PLC0415 (import cost only when used)
+    from anomalib_ssimae.models import SsimAe
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     module_class = state.get("module_class", SsimAe)
@@ -202,7 +202,7 @@ def load_model(checkpoint: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
     module = module_class(**{**hparams, "seed": None}, visualizer=False)
     weights = {k: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     module.load_state_dict(weights | {k: v for k, v in module.state_dict().items() if not k.startswith("model.")})
-    return module.model.float(), module._image_size  # noqa: SLF001
+    return module.model.float(), module._image_size
 
 
 def main() -> None:
@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, required=True, help="the dataset folder (MVTec layout)")
     args = parser.parse_args()
     model, size = load_model(args.checkpoint)
-    print(json.dumps(evaluate(model, args.data_root, size), indent=1))  # noqa: T201
+    print(json.dumps(evaluate(model, args.data_root, size), indent=1))
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def main() -> None:
         rows.append((run.name.removeprefix("seed"), values, wall))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()
-    lines = [f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit} · "
-             f"{describe()}\n", "| seed | " + " | ".join(METRICS) + " | wall (train + test) |",
-             "|---" * (len(METRICS) + 2) + "|"]
+    header = (f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit} · "
+              f"{describe()}\n")
+    lines = [header, "| seed | " + " | ".join(METRICS) + " | wall (train + test) |", "|---" * (len(METRICS) + 2) + "|"]
     for seed, values, wall in rows:
         cells = [f"{values.get(m, float('nan')):.3f}" for m in METRICS]
         lines.append(f"| {seed} | " + " | ".join(cells) + f" | {wall // 60} min {wall % 60} s |")
@@ -47,7 +47,7 @@ def main() -> None:
     lines.append("| mean (range) | " + " | ".join(summary) + f" | up to {max(walls) // 60} min {max(walls) % 60} s |")
     text = "\n".join(lines) + "\n"
     (Path(__file__).resolve().parent / "results" / "quickstart_seeds.md").write_text(text)
-    print(text)  # noqa: T201
+    print(text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import matplotlib as mpl
 import pandas as pd
 
 mpl.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from anomalib.deploy import CompressionType
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
-from anomalib.deploy import CompressionType
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
@@ -36,10 +36,10 @@ from anomalib_ssimae.data.augmentation import sample_patches
 from anomalib_ssimae.data.corruption import add_masked_blocks
 from anomalib_ssimae.data.validation import check_image_files
 from anomalib_ssimae.deploy import write_export_metadata
-from anomalib_ssimae.post_processing import DefectFreePostProcessor
-from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
+from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.visualization import ReconstructionVisualizer
 
 logger = logging.getLogger(__name__)
@@ -205,9 +205,9 @@ class SsimAe(AnomalibModule):
         beta: float = 1.0,
         seed: int | None = 42,
         pre_processor: PreProcessor | bool = True,
-        post_processor: Any = True,  # noqa: ANN401 (anomalib's PostProcessor | bool)
+        post_processor: Any = True,  # anomalib's PostProcessor | bool
         evaluator: Evaluator | bool = True,
-        visualizer: Any = True,  # noqa: ANN401 (anomalib's Visualizer | bool)
+        visualizer: Any = True,  # anomalib's Visualizer | bool
     ) -> None:
         _check_arguments(locals())
         if seed is not None:
@@ -297,7 +297,7 @@ class SsimAe(AnomalibModule):
         """No gradient clipping (manual optimisation), no sanity validation."""
         return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Ignore the evaluator's entries: they hold metric settings (e.g. AUPRO's ``fpr_limit``), not weights,
         and differ whenever a checkpoint is reloaded with another evaluator; drop the score-blur kernel that 0.1.0
         checkpoints saved (it is now derived from ``score_sigma``).
@@ -323,7 +323,7 @@ class SsimAe(AnomalibModule):
 
     # ------------------------------------------------------------------ export
     def to_onnx(self, export_root: Path | str, model_file_name: str = "model",
-                input_size: tuple[int, int] | None = None, **kwargs: Any) -> Path:  # noqa: ANN401
+                input_size: tuple[int, int] | None = None, **kwargs: Any) -> Path:
         """anomalib's ONNX export with opset 18 by default (the stitching uses Col2Im, opset >= 18), plus
         ``calibration.json`` beside the model (:func:`anomalib_ssimae.deploy.export_metadata`)."""
         kwargs.setdefault("opset_version", 18)
@@ -333,7 +333,7 @@ class SsimAe(AnomalibModule):
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model",
                     input_size: tuple[int, int] | None = None, compression_type: CompressionType | None = None,
-                    *args: Any, **kwargs: Any) -> Path:  # noqa: ANN401
+                    *args: Any, **kwargs: Any) -> Path:
         """anomalib's OpenVINO export plus ``calibration.json``. fp16 compression also rounds the baked thresholds
         and normalisation constants (a score moved 0.59 -> 0.67 in a trial), hence the warning."""
         if compression_type == CompressionType.FP16:
@@ -352,7 +352,7 @@ class SsimAe(AnomalibModule):
         return path
 
     # ------------------------------------------------------------------ training
-    def configure_optimizers(self) -> Any:  # noqa: ANN401
+    def configure_optimizers(self) -> Any:
         """Adam (paper: lr 2e-4), optional StepLR per epoch or warm-up + cosine decay per optimiser step."""
         optimizer = torch.optim.Adam(
             self.model.parameters(),
@@ -455,7 +455,7 @@ class SsimAe(AnomalibModule):
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
 
-    def _set_learning_rate(self, optimizer: Any) -> None:  # noqa: ANN401
+    def _set_learning_rate(self, optimizer: Any) -> None:
         """Cosine schedule from the optimiser steps done (so a resumed run continues it) and, when
         ``trainer.max_time`` is set, from the share of that budget used: a run cut short by the time cap still
         ends its decay instead of stopping at a high rate."""
@@ -496,7 +496,7 @@ class SsimAe(AnomalibModule):
             self._log_reconstructions(inputs, reconstruction)
         return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
 
-    def test_step(self, batch: Batch, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+    def test_step(self, batch: Batch, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Anomaly maps, plus the reconstruction quality of defect-free test images as in Rádli & Czúni Table 5:
         ``reconstruction_SSIM`` (mean SSIM, in [-1, 1]) and ``reconstruction_MSE`` (on the 0-255 scale)."""
         del batch_idx, args, kwargs
