@@ -98,7 +98,8 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, f
 
 def test_warmup_cosine_follows_a_time_budget_when_it_is_further_along() -> None:
     schedule = WarmupCosine(10, 110)
-    assert schedule(20, time_fraction=0.5) == pytest.approx(0.5)  # step 20 is 10 % through, time 50 %: time wins
+    assert schedule(20, time_fraction=0.5) == pytest.approx(schedule(55))  # step 20 of 110, half the time: step 55
+    assert schedule(20, time_fraction=0.1) == schedule(20)  # steps further along than time: steps decide
     assert schedule(100, time_fraction=0.5) == pytest.approx(schedule(100))  # steps further along: steps win
     assert schedule(20, time_fraction=1.0) == pytest.approx(0.0)  # budget used up: rate 0
     assert schedule(5, time_fraction=0.9) == 0.6  # warm-up is by steps only

@@ -95,10 +95,12 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
 
 class WarmupCosine:
     """Learning-rate factor per optimiser step: linear warm-up over ``warmup`` steps, then cosine decay to 0 at
-    ``total`` steps, or earlier when ``time_fraction`` (the share of a time budget used) is further along.
+    ``total`` steps, or earlier when ``time_fraction`` (the share of a time budget used) is further along than the
+    share of steps done: the position is then ``time_fraction * total`` steps. On a machine fast enough to finish
+    the steps within the time budget the steps are always further along, so the schedule does not depend on timing.
 
     Example: ``WarmupCosine(10, 110)`` gives 0.1 at step 0, 1.0 at step 9, 0.5 at step 60 and 0.0 from step 110;
-    at step 20 with 75 % of the time budget used it gives the factor of 75 % progress.
+    at step 20 with half the time budget used it gives the factor of step 55.
     """
 
     def __init__(self, warmup: int, total: int) -> None:
@@ -108,7 +110,8 @@ class WarmupCosine:
     def __call__(self, step: int, time_fraction: float = 0.0) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        progress = max((step - self.warmup) / (self.total - self.warmup), time_fraction)
+        position = max(step, time_fraction * self.total)
+        progress = (position - self.warmup) / (self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
