@@ -28,13 +28,18 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_ssimae.components.ssim import ssim_map
-from anomalib_ssimae.models.ssim_ae.anomaly_map import SeparableGaussianBlur
+from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator, residual_map
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 
 BAND = 16  # px: the border band of issue 8
 PROFILE = 32  # px: residual profile by distance to the border
 SIGMAS = (1, 2, 4, 8, 16)
-BLURS = {s: SeparableGaussianBlur(float(s)) for s in SIGMAS}
+# the package's own scores, at the settings compared
+SCORE_CANDIDATES = {
+    **{f"max_sigma{s}": AnomalyMapGenerator(score="max", score_sigma=float(s)) for s in SIGMAS},
+    "mean": AnomalyMapGenerator(score="mean"),
+    **{f"top{f:g}_mean": AnomalyMapGenerator(score="top_mean", score_fraction=f) for f in (0.001, 0.01)},
+}
 
 
 def test_samples(root: Path) -> list[tuple[Path, Path | None, int]]:
@@ -74,22 +79,18 @@ def residual_variants(inputs: torch.Tensor, reconstruction: torch.Tensor, model:
     with reflect padding (the package before the border fix), the squared error and SSIM + squared error."""
     maps = {"model": model.anomaly_prediction(inputs, reconstruction).anomaly_map}
     maps["ssim_same_reflect"] = 1 - ssim_map(inputs, reconstruction, padding="same").mean(1, keepdim=True)
-    maps["l2"] = (inputs - reconstruction).pow(2).mean(1, keepdim=True)
-    maps["ssim_l2"] = 1 - ssim_map(inputs, reconstruction, padding="replicate").mean(1, keepdim=True) + maps["l2"]
+    maps["l2"] = residual_map(inputs, reconstruction, "l2")
+    maps["ssim_l2"] = residual_map(inputs, reconstruction, "ssim_l2")
     return maps
 
 
 def image_scores(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     """Candidate image scores ``(B,)`` from maps ``(B, 1, H, W)``."""
     flat = maps.flatten(1)
-    scores = {f"max_sigma{s}": BLURS[s](maps).amax(dim=(1, 2, 3)) for s in SIGMAS}
+    scores = {name: generator.image_score(maps) for name, generator in SCORE_CANDIDATES.items()}
     scores["max_raw"] = flat.amax(1)
-    scores["mean"] = flat.mean(1)
     for q in (0.99, 0.999):
         scores[f"quantile{q}"] = torch.quantile(flat, q, dim=1)
-    for frac in (0.001, 0.01):
-        k = max(1, round(flat.shape[1] * frac))
-        scores[f"top{frac:g}_mean"] = flat.topk(k, dim=1).values.mean(1)
     return scores
 
 

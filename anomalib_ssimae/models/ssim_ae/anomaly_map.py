@@ -2,7 +2,7 @@
 
 The residual follows Rádli & Czúni (2021) Eq. 8 and Bergmann et al. (2019) §3: 1 - SSIM between an image and its
 reconstruction, per pixel. The image score is not defined by either paper (they evaluate pixels); the options here
-were compared on six datasets in ``benchmarks/results/image_scores.md``.
+were compared on four datasets in ``benchmarks/results/image_scores.md``.
 """
 
 from __future__ import annotations

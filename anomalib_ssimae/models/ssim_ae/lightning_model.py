@@ -219,10 +219,6 @@ class SsimAe(AnomalibModule):
         if min(height, width) < patch_size:
             msg = f"image_size {height} x {width} is smaller than patch_size {patch_size}: every side must be >= it"
             raise ValueError(msg)
-        if score == "max" and min(height, width) <= int(4 * score_sigma + 0.5):
-            msg = (f"score_sigma {score_sigma} is too large for image_size {height} x {width}: the smoothing kernel "
-                   f"radius int(4 * sigma + 0.5) must be smaller than every image side")
-            raise ValueError(msg)
         self._image_size = (height, width)  # read by configure_pre_processor inside super().__init__
         super().__init__(
             pre_processor=pre_processor,
@@ -245,6 +241,11 @@ class SsimAe(AnomalibModule):
             encoder=self.encoder,
             output_kernel=self.output_kernel,
         )
+        radius = self.model.anomaly_map_generator.blur.radius
+        if score == "max" and min(height, width) <= radius:
+            msg = (f"score_sigma {score_sigma} is too large for image_size {height} x {width}: the smoothing kernel "
+                   f"radius ({radius} px) must be smaller than every image side")
+            raise ValueError(msg)
         if channels_last:
             self.model.network.to(memory_format=torch.channels_last)
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
@@ -255,6 +256,7 @@ class SsimAe(AnomalibModule):
         self._images_seen = 0
         self._bf16 = False  # set at fit start from train_precision and the device
         self._schedule: WarmupCosine | None = None  # set at fit start for lr_schedule "cosine"
+        self._timer: Timer | None = None  # Lightning's, when trainer.max_time is set (fit start)
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -306,9 +308,9 @@ class SsimAe(AnomalibModule):
         checkpoints saved (it is now derived from ``score_sigma``).
         """
         own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("evaluator.")} | own
-        # earlier checkpoints saved the score's Gaussian kernel; it is now derived from score_sigma
-        state_dict = {k: v for k, v in state_dict.items() if not k.endswith(("score_blur.kernel", "blur.kernel"))}
+        state_dict = {
+            k: v for k, v in state_dict.items() if not k.startswith("evaluator.") and not k.endswith("blur.kernel")
+        } | own
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -400,6 +402,7 @@ class SsimAe(AnomalibModule):
         if self.hparams.lr_schedule == "cosine":
             warmup = math.ceil(self.hparams.warmup_crops / self.hparams.batch_size)
             self._schedule = WarmupCosine(warmup, self._total_updates())
+            self._timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
             if warmup >= self._schedule.total:
                 warnings.warn(f"warmup_crops ({self.hparams.warmup_crops}) is as long as the whole training: the "
                               "learning rate never reaches its peak", stacklevel=1)
@@ -462,11 +465,10 @@ class SsimAe(AnomalibModule):
         """Cosine schedule from the optimiser steps done (so a resumed run continues it) and, when
         ``trainer.max_time`` is set, from the share of that budget used: a run cut short by the time cap still
         ends its decay instead of stopping at a high rate."""
-        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
         time_fraction = 0.0
-        if timer is not None and timer.time_remaining() is not None:
-            elapsed = timer.time_elapsed()
-            time_fraction = elapsed / max(elapsed + timer.time_remaining(), 1e-9)
+        if self._timer is not None and self._timer.time_remaining() is not None:
+            elapsed = self._timer.time_elapsed()
+            time_fraction = elapsed / max(elapsed + self._timer.time_remaining(), 1e-9)
         factor = self._schedule(self.trainer.global_step, time_fraction)
         for group in optimizer.param_groups:
             group["lr"] = self.hparams.learning_rate * factor
