@@ -1,28 +1,34 @@
-"""Callbacks: where things are (logs when training starts, results when testing ends) and JSON-lines records of
-``anomalib predict``."""
+"""Callbacks the model adds to every run: where things are (:class:`RunSummary`), JSON-lines records of
+``anomalib predict`` (:class:`PredictionRecords`), and validation checks and TensorBoard pictures
+(:class:`ValidationMonitor`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib.post_processing import PostProcessor
 from anomalib.utils.path import generate_output_filename
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from anomalib_ssimae.deploy import json_number, prediction_record
+from anomalib_ssimae.deploy.records import json_number, prediction_record
+from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
 logger = logging.getLogger(__name__)
 
 
 def say(message: str) -> None:
-    """Print to stdout, unwrapped, so paths can be copied (the CLI's log handler wraps long lines)."""
-    print(f"[anomalib-ssimae] {message}", flush=True)  # noqa: T201
+    """Tell the user something (INFO on the package logger, printed unwrapped so that paths can be copied)."""
+    logger.info(message)
 
 
 class RunSummary(Callback):
@@ -63,7 +69,7 @@ class RunSummary(Callback):
 
 class PredictionRecords(Callback):
     """Write one JSON-lines record per predicted image (``anomalib predict``): normalised anomaly score, label, the
-    thresholds used and the defect regions in original-image pixels (:func:`anomalib_ssimae.deploy.prediction_record`).
+    thresholds used and the defect regions in original-image pixels (:func:`anomalib_ssimae.deploy.records.prediction_record`).
 
     The file is ``<default_root_dir>/predictions-<YYYYmmdd-HHMMSS>.jsonl``: a new file per run, written as
     ``.partial`` while predicting and renamed at the end, so earlier results are never overwritten.
@@ -87,8 +93,15 @@ class PredictionRecords(Callback):
         self._path = path
         self._file = path.with_name(path.name + ".partial").open("w")
 
-    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,  # noqa: ANN401
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Append the batch's records (after anomalib's post-processor has set labels and masks)."""
         del batch, batch_idx, dataloader_idx
         if outputs.image_path is None:
@@ -100,8 +113,11 @@ class PredictionRecords(Callback):
         thresholds = None
         if post is not None and json_number(getattr(post, "image_threshold", None)) is not None:
             thresholds = {
-                level: {"raw": json_number(getattr(post, f"{level}_threshold", None)),
-                        "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)), "source": "checkpoint"}
+                level: {
+                    "raw": json_number(getattr(post, f"{level}_threshold", None)),
+                    "normalized": float(1 - getattr(post, f"{level}_sensitivity", 0.5)),
+                    "source": "checkpoint",
+                }
                 for level in ("image", "pixel")
             }
         labels = outputs.pred_label if _is_bool(outputs.pred_label) else None  # None: no threshold in the model
@@ -111,15 +127,19 @@ class PredictionRecords(Callback):
         for index, image_path in enumerate(outputs.image_path):
             overlay = None
             if visualizer_dir is not None:  # the panel anomalib's visualizer wrote for this image (same rule)
-                overlay = generate_output_filename(input_path=image_path, output_path=visualizer_dir,
-                                                   dataset_name=getattr(datamodule, "name", None),
-                                                   category=getattr(datamodule, "category", None))
+                overlay = generate_output_filename(
+                    input_path=image_path,
+                    output_path=visualizer_dir,
+                    dataset_name=getattr(datamodule, "name", None),
+                    category=getattr(datamodule, "category", None),
+                )
             with Image.open(image_path) as image:
                 size = (image.height, image.width)
             mask = masks[index].detach().cpu().numpy().reshape(masks.shape[-2:]) if masks is not None else None
             label = bool(labels[index]) if labels is not None else None
-            record = prediction_record(image_path, size, float(outputs.pred_score[index]), label, mask, thresholds,
-                                       overlay)
+            record = prediction_record(
+                image_path, size, float(outputs.pred_score[index]), label, mask, thresholds, overlay
+            )
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
@@ -133,6 +153,80 @@ class PredictionRecords(Callback):
             self._file = None
 
 
-def _is_bool(tensor: Any) -> bool:  # noqa: ANN401
+def _is_bool(tensor: Any) -> bool:
     """A boolean tensor (anomalib leaves scores unthresholded, as floats, when it has no threshold)."""
     return tensor is not None and getattr(tensor, "dtype", None) == torch.bool
+
+
+class ValidationMonitor(Callback):
+    """Warn once about validation sets that make thresholds or ``val_loss`` meaningless; show reconstructions.
+
+    Reads the reconstruction the model's ``validation_step`` attaches to its output batch (``outputs.reconstruction``,
+    ``(B, C, H, W)``), so nothing is computed twice. Writes up to 4 image/reconstruction pairs per epoch to
+    TensorBoard (``val/image_and_reconstruction``) and logs a warning when the reconstructions collapse to uniform
+    images, the failure users report most.
+    """
+
+    def __init__(self) -> None:
+        self._defective = 0
+        self._warned_thresholds = False
+        self._warned_val_loss = False
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Reset the count of defective validation images."""
+        del trainer, pl_module
+        self._defective = 0
+
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Count defective images; picture the first batch's reconstructions."""
+        del batch, dataloader_idx
+        if outputs.gt_label is not None:
+            self._defective += int(outputs.gt_label.bool().sum())
+        reconstruction = getattr(outputs, "reconstruction", None)
+        if batch_idx != 0 or reconstruction is None:
+            return
+        inputs = to_model_channels(outputs.image, reconstruction.shape[1])  # what the network saw
+        uniform = reconstruction.float().std(dim=(1, 2, 3)).max() < 1e-3 < inputs.float().std(dim=(1, 2, 3)).max()
+        if uniform and trainer.global_step >= 300:
+            logger.warning(
+                "Epoch %d, step %d: the reconstructions are uniform images (collapse); check the learning "
+                "rate and data.",
+                trainer.current_epoch,
+                trainer.global_step,
+            )
+        for log in trainer.loggers:
+            if isinstance(log, TensorBoardLogger):
+                pairs = torch.cat([inputs[:4], reconstruction[:4]], dim=3).float().clamp(0, 1)
+                log.experiment.add_images("val/image_and_reconstruction", pairs, trainer.current_epoch)
+        del pl_module
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Warn once when no defect-free validation image exists (then ``val_loss`` is missing), and once when the
+        F1-adaptive threshold is in use without any defective validation image (it then flags almost everything)."""
+        post = pl_module.post_processor
+        f1_adaptive = isinstance(post, PostProcessor) and not isinstance(post, DefectFreePostProcessor)
+        if f1_adaptive and post.enable_thresholding and self._defective == 0 and not self._warned_thresholds:
+            self._warned_thresholds = True
+            warnings.warn(
+                "The validation set has no defective images, but the thresholds come from anomalib's F1-adaptive "
+                "metric, which then falls back to the highest validation score: an operating point nobody chose. "
+                "Use post_processor: {class_path: anomalib_ssimae.post_processing.DefectFreePostProcessor} to set "
+                "them for a false-positive rate on defect-free images instead.",
+                stacklevel=1,
+            )
+        if "val_loss" not in trainer.callback_metrics and not self._warned_val_loss:
+            self._warned_val_loss = True
+            warnings.warn(
+                "The validation set has no defect-free images, so val_loss is not logged and EarlyStopping or "
+                "ModelCheckpoint monitoring val_loss cannot work. Give the datamodule defect-free validation images "
+                "(e.g. val_split_mode: from_test).",
+                stacklevel=1,
+            )

@@ -98,11 +98,13 @@ class DefectFreePostProcessor(PostProcessor):
         pixel_fpr: float = 0.001,
         min_defect_area: int | None = None,
         max_calibration_images: int = 200,
-        **kwargs: Any,  # noqa: ANN401
+        **kwargs: Any,
     ) -> None:
         if not kwargs.get("enable_normalization", True):
-            msg = ("DefectFreePostProcessor needs enable_normalization=True: anomalib compares unnormalised outputs "
-                   "with 1 - sensitivity, not with the calibrated thresholds")
+            msg = (
+                "DefectFreePostProcessor needs enable_normalization=True: anomalib compares unnormalised outputs "
+                "with 1 - sensitivity, not with the calibrated thresholds"
+            )
             raise ValueError(msg)
         super().__init__(**kwargs)
         for name, value in (("image_fpr", image_fpr), ("pixel_fpr", pixel_fpr)):
@@ -133,8 +135,9 @@ class DefectFreePostProcessor(PostProcessor):
         del trainer, pl_module
         self._scores, self._maps = [], []
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args: Any,
-                                **kwargs: Any) -> None:  # noqa: ANN401
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args: Any, **kwargs: Any
+    ) -> None:
         """anomalib's updates (F1 fallback, min/max), plus the defect-free scores and maps of the batch."""
         super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
         if outputs.pred_score is None:
@@ -160,14 +163,18 @@ class DefectFreePostProcessor(PostProcessor):
         scores = torch.cat(self._scores).numpy()
         scores = scores[np.isfinite(scores)]
         if len(scores) == 0:
-            logger.warning("DefectFreePostProcessor: all defect-free validation scores are NaN or infinite; "
-                           "thresholds left unchanged")
+            logger.warning(
+                "DefectFreePostProcessor: all defect-free validation scores are NaN or infinite; "
+                "thresholds left unchanged"
+            )
             return
         if len(scores) * self.image_fpr < 1:
             logger.warning(
                 "DefectFreePostProcessor: %d defect-free validation images cannot resolve image_fpr=%g (the smallest "
                 "rate they can is about %.2g), so the image threshold is their highest score.",
-                len(scores), self.image_fpr, 1 / len(scores),
+                len(scores),
+                self.image_fpr,
+                1 / len(scores),
             )
         rates = torch.cat([FPR_GRID, torch.tensor([self.image_fpr, self.pixel_fpr], dtype=torch.float64)])
         image = fpr_quantiles(scores, rates)
@@ -208,8 +215,10 @@ class DefectFreePostProcessor(PostProcessor):
         validation images can resolve (about 1 / number of defect-free scores or pixels) give their maximum.
         ``min_defect_area`` is not re-applied: call it before exporting, then re-export.
         """
-        for fpr, table, threshold in ((image_fpr, self.image_fpr_quantiles, self._image_threshold),
-                                      (pixel_fpr, self.pixel_fpr_quantiles, self._pixel_threshold)):
+        for fpr, table, threshold in (
+            (image_fpr, self.image_fpr_quantiles, self._image_threshold),
+            (pixel_fpr, self.pixel_fpr_quantiles, self._pixel_threshold),
+        ):
             if fpr is None or torch.isnan(table).all():
                 continue
             threshold.fill_(interpolate_fpr(table.detach().cpu(), fpr))

@@ -24,8 +24,8 @@ class ReconstructionVisualizer(ImageVisualizer):
     """:class:`anomalib.visualization.ImageVisualizer` with the stitched reconstruction appended to each panel.
 
     Takes the same arguments. One PNG per test/predict image under ``<default_root_dir>/images/`` (same names as
-    anomalib's), ``field_size`` pixels per tile. The reconstruction is recomputed from the pre-processed image
-    with the model's ``reconstruct`` (one extra network pass per image, no gradients).
+    anomalib's), ``field_size`` pixels per tile. The reconstruction is the one the model's step attached to its
+    output batch; if it is missing, it is recomputed with the model's ``reconstruct`` (no gradients).
     """
 
     def on_test_batch_end(
@@ -38,11 +38,13 @@ class ReconstructionVisualizer(ImageVisualizer):
         dataloader_idx: int = 0,
     ) -> None:
         """Write one panel per image of the batch."""
-        del outputs, batch_idx, dataloader_idx
+        del batch_idx, dataloader_idx
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
-        with torch.no_grad():
-            _, reconstructions, _, _ = pl_module.model.reconstruct(batch.image)
+        reconstructions = getattr(outputs, "reconstruction", None)  # set by the model's test/validation step
+        if reconstructions is None:
+            with torch.no_grad():
+                reconstructions = pl_module.model.reconstruct(batch.image).reconstruction
         datamodule = getattr(trainer, "datamodule", None)
         for item, reconstruction in zip(batch, reconstructions, strict=True):
             panel = visualize_image_item(

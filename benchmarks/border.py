@@ -28,12 +28,19 @@ def main() -> None:
         checkpoint = max(run.glob("crops_*.pt"))
         dataset = run.parent.name
         model, size = load_model(checkpoint)
-        row = {"date": date.today().isoformat(), "machine": describe(), "dataset": dataset, "run": run.name,
-               "crops": int(checkpoint.stem.split("_")[1])}
+        row = {
+            "date": date.today().isoformat(),
+            "machine": describe(),
+            "dataset": dataset,
+            "run": run.name,
+            "crops": int(checkpoint.stem.split("_")[1]),
+        }
         for placement in ("centre", "corner"):
             result = evaluate(model, args.data_root / dataset, size, placement=placement)["model"]
-            row |= {f"pixel_AUROC_{placement}": round(result["pixel_AUROC"], 4),
-                    f"pixel_AUPRO_{placement}": round(result["pixel_AUPRO"], 4)}
+            row |= {
+                f"pixel_AUROC_{placement}": round(result["pixel_AUROC"], 4),
+                f"pixel_AUPRO_{placement}": round(result["pixel_AUPRO"], 4),
+            }
         append(REPO / "benchmarks" / "results" / "border_placement.csv", [row])
         print(row, flush=True)
 

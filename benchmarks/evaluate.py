@@ -102,14 +102,17 @@ def place_defect(image: torch.Tensor, mask: torch.Tensor, placement: str) -> tup
     if placement == "corner":
         shift = (-int(rows.min()), -int(cols.min()))
     else:
-        shift = (mask.shape[0] // 2 - (int(rows.min()) + int(rows.max())) // 2,
-                 mask.shape[1] // 2 - (int(cols.min()) + int(cols.max())) // 2)
+        shift = (
+            mask.shape[0] // 2 - (int(rows.min()) + int(rows.max())) // 2,
+            mask.shape[1] // 2 - (int(cols.min()) + int(cols.max())) // 2,
+        )
     return image.roll(shift, dims=(-2, -1)), mask.roll(shift, dims=(-2, -1))
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, root: Path, size: tuple[int, int], batch: int = 8,
-             placement: str | None = None) -> dict:
+def evaluate(
+    model: torch.nn.Module, root: Path, size: tuple[int, int], batch: int = 8, placement: str | None = None
+) -> dict:
     """All metrics of this module for one torch model (:class:`SsimAeModel`, eval mode) on ``root``'s test set;
     ``placement`` (``"corner"`` or ``"centre"``) moves every defect first (:func:`place_defect`)."""
     model.eval()

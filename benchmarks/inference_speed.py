@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 import anomalib_ssimae
-from machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,12 +61,14 @@ def main() -> None:
 
     core = ov.Core()
     gflops = matmul_gflops(args.threads)
-    header = (f"\n## {date.today()} · {describe()} · {args.threads} thread(s) · median of {args.repeats} · "
-              f"fp32 matmul {gflops:.0f} GFLOP/s (so SSIM-AE's 6.1 GFLOP per 256 x 256 image needs at least "
-              f"{6.1 / gflops * 1000:.0f} ms)\n\n"
-              "| model | image | patches | torch eager ms | OpenVINO f32 ms | OpenVINO bf16 ms (max map diff) "
-              "| ONNX Runtime ms | OV f32 vs torch max map diff | export s (OV) | OV files MB |\n"
-              "|---|---|---|---|---|---|---|---|---|---|\n")
+    header = (
+        f"\n## {date.today()} · {describe()} · {args.threads} thread(s) · median of {args.repeats} · "
+        f"fp32 matmul {gflops:.0f} GFLOP/s (so SSIM-AE's 6.1 GFLOP per 256 x 256 image needs at least "
+        f"{6.1 / gflops * 1000:.0f} ms)\n\n"
+        "| model | image | patches | torch eager ms | OpenVINO f32 ms | OpenVINO bf16 ms (max map diff) "
+        "| ONNX Runtime ms | OV f32 vs torch max map diff | export s (OV) | OV files MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     print(header, end="", flush=True)
     out = REPO / "benchmarks" / "results_inference_speed.md"
     with out.open("a") as f:
@@ -75,8 +77,14 @@ def main() -> None:
         for size in args.sizes:
             model = getattr(anomalib_ssimae, name)(image_size=size, visualizer=False, evaluator=False).eval()
             post = model.post_processor
-            for buffer, value in (("_image_threshold", 0.9), ("_pixel_threshold", 0.6), ("image_min", 0.5),
-                                  ("image_max", 1.3), ("pixel_min", 0.0), ("pixel_max", 1.2)):
+            for buffer, value in (
+                ("_image_threshold", 0.9),
+                ("_pixel_threshold", 0.6),
+                ("image_min", 0.5),
+                ("image_max", 1.3),
+                ("pixel_min", 0.0),
+                ("pixel_max", 1.2),
+            ):
                 getattr(post, buffer).fill_(value)
             image = torch.rand(1, 3, size, size)
             with torch.no_grad():
@@ -92,11 +100,16 @@ def main() -> None:
                 results = {}
                 for precision in ("f32", "bf16"):
                     try:
-                        compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                                        "INFERENCE_NUM_THREADS": args.threads})
+                        compiled = core.compile_model(
+                            str(xml),
+                            "CPU",
+                            {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads},
+                        )
                         maps = {p.get_any_name(): v for p, v in compiled(array).items()}["anomaly_map"]
-                        results[precision] = (median_ms(lambda: compiled(array), args.repeats),  # noqa: B023
-                                              float(np.abs(maps - reference).max()))
+                        results[precision] = (
+                            median_ms(lambda: compiled(array), args.repeats),  # noqa: B023
+                            float(np.abs(maps - reference).max()),
+                        )
                     except RuntimeError as error:  # bf16 is not available on every CPU
                         results[precision] = (float("nan"), f"n/a: {str(error).splitlines()[0][:60]}")
                 options = ort.SessionOptions()
@@ -106,8 +119,10 @@ def main() -> None:
             patches = model.model.tiler.num_patches(size, size)
             bf16 = results["bf16"]
             bf16_text = f"{bf16[0]:.1f} ({bf16[1]:.2g})" if isinstance(bf16[1], float) else bf16[1]
-            row = (f"| {name} | {size} x {size} | {patches} | {eager:.1f} | {results['f32'][0]:.1f} | {bf16_text} "
-                   f"| {onnx_ms:.1f} | {results['f32'][1]:.1g} | {export_s:.1f} | {files:.1f} |\n")
+            row = (
+                f"| {name} | {size} x {size} | {patches} | {eager:.1f} | {results['f32'][0]:.1f} | {bf16_text} "
+                f"| {onnx_ms:.1f} | {results['f32'][1]:.1g} | {export_s:.1f} | {files:.1f} |\n"
+            )
             print(row, end="", flush=True)
             with out.open("a") as f:
                 f.write(row)

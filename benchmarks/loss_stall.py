@@ -35,8 +35,12 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared/datasets/mvtec_ad_grid_mini/train/good"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    images = torch.stack([resize(read_image(p, as_tensor=True), [256, 256], antialias=False)
-                          for p in sorted(Path(args.data).glob("*.png"))])
+    images = torch.stack(
+        [
+            resize(read_image(p, as_tensor=True), [256, 256], antialias=False)
+            for p in sorted(Path(args.data).glob("*.png"))
+        ]
+    )
     images = to_model_channels(images, 1)
     model = SsimAeModel(in_channels=1, latent_dim=100, patch_size=128, stride=32).train()
     loss_fn = ReconstructionLoss(args.loss)
@@ -53,10 +57,12 @@ def main() -> None:
         if step % 25 == 0 or step == args.steps - 1:
             with torch.no_grad():
                 ssim = ssim_map(crops, reconstruction).mean().item()
-            print(f"{args.loss} denoising={args.denoising} step {step} loss {loss.item():.4f} "
-                  f"reconstruction std {reconstruction.std(dim=(1, 2, 3)).mean():.4f} "
-                  f"crop std {crops.std(dim=(1, 2, 3)).mean():.4f} SSIM {ssim:.3f} {time.time() - start:.0f} s",
-                  flush=True)
+            print(
+                f"{args.loss} denoising={args.denoising} step {step} loss {loss.item():.4f} "
+                f"reconstruction std {reconstruction.std(dim=(1, 2, 3)).mean():.4f} "
+                f"crop std {crops.std(dim=(1, 2, 3)).mean():.4f} SSIM {ssim:.3f} {time.time() - start:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -14,5 +14,7 @@ def describe() -> str:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?")
     flags = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f" {f}" in cpu]
-    return (f"{model} · {os.cpu_count()} cores · flags {flags} · torch {torch.__version__} · "
-            f"Python {platform.python_version()}")
+    return (
+        f"{model} · {os.cpu_count()} cores · flags {flags} · torch {torch.__version__} · "
+        f"Python {platform.python_version()}"
+    )

@@ -1,9 +1,10 @@
 """Detection quality of SSIM-AE on the shared datasets within a CPU time budget, through anomalib's CLI.
 
-For each dataset: `anomalib train --config configs/<model>/<dataset>.yaml --trainer.max_epochs <epochs>` (fit,
-then test on the held-out half of the test images); the test metrics, fit time and the command go into a Markdown
-table (stdout and benchmarks/results_quality.md, appended). A fixed number of epochs (not a time limit) keeps the
-metrics reproducible on a busy machine; the CPU budget is chosen through the epochs and the fit time is reported.
+For each dataset: `anomalib train --config configs/model/<model>.yaml --config configs/data/<dataset>.yaml
+--trainer.max_epochs <epochs>` (fit, then test on the held-out half of the test images); the test metrics, fit time
+and the command go into a Markdown table (stdout and benchmarks/results_quality.md, appended). A fixed number of
+epochs (not a time limit) keeps the metrics reproducible on a busy machine; the CPU budget is chosen through the
+epochs and the fit time is reported.
 
     python benchmarks/quality.py mvtec_ad_grid_mini magnetic_tile --epochs 5 [--model ssim_ae] [--data-root DIR]
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="+")
     parser.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs (10,000 crops each by default)")
-    parser.add_argument("--model", default="ssim_ae", help="config folder under configs/")
+    parser.add_argument("--model", default="ssim_ae", help="model config: configs/model/<model>.yaml")
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--max-time", type=float, help="fit budget in minutes (trainer.max_time)")
     parser.add_argument("--crops-per-epoch", type=int, help="model crops_per_epoch (default: the config's)")
@@ -49,8 +50,10 @@ def main() -> None:
         args.extra += ["--model.init_args.crops_per_epoch", str(args.crops_per_epoch)]
     threads = os.environ.get("OMP_NUM_THREADS")
     header = f"\n## {date.today()} · {describe()}{f' · {threads} thread(s)' if threads else ''} · model {args.model} · {budget}\n\n"
-    header += ("| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | rec. SSIM | rec. MSE "
-               "| epochs | fit s | command |\n")
+    header += (
+        "| dataset | image AUROC | pixel AUROC | pixel AUPRO | image F1Max | pixel F1 | rec. SSIM | rec. MSE "
+        "| epochs | fit s | command |\n"
+    )
     header += "|---|---|---|---|---|---|---|---|---|---|---|\n"
     out = REPO / "benchmarks" / "results_quality.md"
     print(header, end="", flush=True)
@@ -60,8 +63,21 @@ def main() -> None:
     for name in args.datasets:
         root = REPO / "results" / "benchmark_quality" / args.model / name / time.strftime("%Y%m%d-%H%M%S")
         data_root = os.path.relpath(args.data_root, REPO)
-        command = [anomalib, "train", "--config", f"configs/{args.model}/{name}.yaml", "--data.root", data_root,
-                   "--trainer.max_epochs", str(args.epochs), *args.extra, "--default_root_dir", str(root)]
+        command = [
+            anomalib,
+            "train",
+            "--config",
+            f"configs/model/{args.model}.yaml",
+            "--config",
+            f"configs/data/{name}.yaml",
+            "--data.root",
+            data_root,
+            "--trainer.max_epochs",
+            str(args.epochs),
+            *args.extra,
+            "--default_root_dir",
+            str(root),
+        ]
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
         (root / "stdout.log").parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +90,13 @@ def main() -> None:
             fit = re.search(r"Training took ([0-9.]+) seconds", result.stdout + result.stderr)
             epochs = max((int(e) for e in re.findall(r"Epoch (\d+)/", result.stdout + result.stderr)), default=-1) + 1
             shown = " ".join(c if c != anomalib else "anomalib" for c in command[:-2])
-            row = (f"| {name} | {m.get('image_AUROC', float('nan')):.3f} | {m.get('pixel_AUROC', float('nan')):.3f} "
-                   f"| {m.get('pixel_AUPRO', float('nan')):.3f} | {m.get('image_F1Max', float('nan')):.3f} "
-                   f"| {m.get('pixel_F1Score', float('nan')):.3f} | {m.get('reconstruction_SSIM', float('nan')):.3f} "
-                   f"| {m.get('reconstruction_MSE', float('nan')):.1f} | {epochs} | {float(fit.group(1)) if fit else float('nan'):.0f} "
-                   f"| `{shown}` |\n")
+            row = (
+                f"| {name} | {m.get('image_AUROC', float('nan')):.3f} | {m.get('pixel_AUROC', float('nan')):.3f} "
+                f"| {m.get('pixel_AUPRO', float('nan')):.3f} | {m.get('image_F1Max', float('nan')):.3f} "
+                f"| {m.get('pixel_F1Score', float('nan')):.3f} | {m.get('reconstruction_SSIM', float('nan')):.3f} "
+                f"| {m.get('reconstruction_MSE', float('nan')):.1f} | {epochs} | {float(fit.group(1)) if fit else float('nan'):.0f} "
+                f"| `{shown}` |\n"
+            )
         print(row, end="", flush=True)
         with out.open("a") as f:
             f.write(row)

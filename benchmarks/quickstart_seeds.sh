@@ -8,8 +8,8 @@ out=results/quickstart_seeds/$(date +%Y%m%d-%H%M%S)
 for seed in 42 43 44; do
   mkdir -p "$out/seed$seed"
   start=$(date +%s)
-  anomalib train --config configs/ssim_ae/quickstart.yaml --model.init_args.seed "$seed" \
-    --default_root_dir "$out/seed$seed" > "$out/seed$seed/stdout.log" 2>&1
+  anomalib train --config configs/model/ssim_ae.yaml --config configs/data/quickstart.yaml \
+    --model.init_args.seed "$seed" --default_root_dir "$out/seed$seed" > "$out/seed$seed/stdout.log" 2>&1
   echo "$(( $(date +%s) - start ))" > "$out/seed$seed/wall_s"
 done
 python benchmarks/quickstart_table.py "$out"

@@ -31,10 +31,13 @@ def main() -> None:
         values = metrics((run / "stdout.log").read_text())
         wall = int((run / "wall_s").read_text()) if (run / "wall_s").exists() else float("nan")
         rows.append((run.name.removeprefix("seed"), values, wall))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    header = (f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit} · "
-              f"{describe()}\n")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    header = (
+        f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit} · "
+        f"{describe()}\n"
+    )
     lines = [header, "| seed | " + " | ".join(METRICS) + " | wall (train + test) |", "|---" * (len(METRICS) + 2) + "|"]
     for seed, values, wall in rows:
         cells = [f"{values.get(m, float('nan')):.3f}" for m in METRICS]

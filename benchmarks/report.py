@@ -24,8 +24,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def provenance(frame: pd.DataFrame) -> str:
     """Markdown lines naming the machines, dates and commits of ``frame``'s rows."""
     lines = [f"- machine: {m}" for m in sorted(frame["machine"].unique())]
-    lines.append(f"- dates: {', '.join(sorted(frame['date'].astype(str).unique()))}; "
-                 f"commits: {', '.join(sorted(frame['commit'].astype(str).unique()))}")
+    lines.append(
+        f"- dates: {', '.join(sorted(frame['date'].astype(str).unique()))}; "
+        f"commits: {', '.join(sorted(frame['commit'].astype(str).unique()))}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -52,12 +54,24 @@ def convergence() -> None:
     axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(RESULTS / "convergence.png", dpi=110)
-    columns = ["dataset", "run", "crops", "fit_s", "val_loss", "pixel_AUROC", "pixel_AUPRO", "image_AUROC", "score",
-               "border_ratio"]
+    columns = [
+        "dataset",
+        "run",
+        "crops",
+        "fit_s",
+        "val_loss",
+        "pixel_AUROC",
+        "pixel_AUPRO",
+        "image_AUROC",
+        "score",
+        "border_ratio",
+    ]
     table = frame.sort_values(["dataset", "run", "crops"])[columns].to_markdown(index=False)
-    text = ("# Quality against training crops\n\nWritten by `python benchmarks/report.py` from `convergence.csv` "
-            "(rows by `python benchmarks/convergence.py`). All test images, raw maps; image AUROC of the model's own "
-            "score. Plot: `convergence.png`.\n\n" + provenance(frame) + "\n" + table + "\n")
+    text = (
+        "# Quality against training crops\n\nWritten by `python benchmarks/report.py` from `convergence.csv` "
+        "(rows by `python benchmarks/convergence.py`). All test images, raw maps; image AUROC of the model's own "
+        "score. Plot: `convergence.png`.\n\n" + provenance(frame) + "\n" + table + "\n"
+    )
     (RESULTS / "convergence.md").write_text(text)
 
 
@@ -70,9 +84,11 @@ def image_scores() -> None:
     overall = summary["mean"].unstack("dataset").mean(axis=1).rename("mean over datasets").round(3)
     table = pd.concat([cell, overall], axis=1).sort_values("mean over datasets", ascending=False)
     runs = frame.groupby("dataset")["run"].nunique().to_dict()
-    text = ("# Image score candidates\n\nWritten by `python benchmarks/report.py` from `image_scores.csv`. Image AUROC "
-            "on all test images at each run's last checkpoint, from the model's residual map; cell = mean (min–max) "
-            f"over runs (runs per dataset: {runs}).\n\n" + provenance(frame) + "\n" + table.to_markdown() + "\n")
+    text = (
+        "# Image score candidates\n\nWritten by `python benchmarks/report.py` from `image_scores.csv`. Image AUROC "
+        "on all test images at each run's last checkpoint, from the model's residual map; cell = mean (min–max) "
+        f"over runs (runs per dataset: {runs}).\n\n" + provenance(frame) + "\n" + table.to_markdown() + "\n"
+    )
     (RESULTS / "image_scores.md").write_text(text)
 
 
@@ -82,17 +98,24 @@ def border() -> None:
     frame = frame[frame["residual"] != "ssim_valid_replicate"]  # early runs: the same map as "model" now
     summary = frame.groupby(["dataset", "residual"])[["border_ratio", "pixel_AUROC", "pixel_AUPRO"]].mean().round(3)
     summary = summary.reset_index()
-    text = ("# Border artefact\n\nWritten by `python benchmarks/report.py` from `border.csv`. Mean residual of the "
-            "defect-free test images within 16 px of the image border divided by the interior mean (1.0 = none; "
-            "issue target <= 1.1), at each run's last checkpoint, mean over runs. `model` is the package's "
-            "residual; the others are computed from the same reconstructions.\n\n" + provenance(frame) + "\n"
-            + summary.to_markdown(index=False) + "\n")
+    text = (
+        "# Border artefact\n\nWritten by `python benchmarks/report.py` from `border.csv`. Mean residual of the "
+        "defect-free test images within 16 px of the image border divided by the interior mean (1.0 = none; "
+        "issue target <= 1.1), at each run's last checkpoint, mean over runs. `model` is the package's "
+        "residual; the others are computed from the same reconstructions.\n\n"
+        + provenance(frame)
+        + "\n"
+        + summary.to_markdown(index=False)
+        + "\n"
+    )
     placement = RESULTS / "border_placement.csv"
     if placement.exists():
         moved = pd.read_csv(placement)
-        text += ("\n## A defect at the border is still found\n\nEvery defect moved (image and mask rolled "
-                 "together) so that its bounding box touches the top-left corner, or is centred "
-                 "(`python benchmarks/border.py`):\n\n" + moved.to_markdown(index=False) + "\n")
+        text += (
+            "\n## A defect at the border is still found\n\nEvery defect moved (image and mask rolled "
+            "together) so that its bounding box touches the top-left corner, or is centred "
+            "(`python benchmarks/border.py`):\n\n" + moved.to_markdown(index=False) + "\n"
+        )
     (RESULTS / "border.md").write_text(text)
 
 
@@ -101,13 +124,27 @@ def time_to_quality() -> None:
     frame = last_checkpoints(pd.read_csv(RESULTS / "convergence.csv"))
     frame = frame[frame["dataset"] == "mvtec_ad_grid_mini"].sort_values(["crops", "pixel_AUPRO"])
     frame = frame.assign(crops_per_s=(frame["crops"] / frame["fit_s"]).round(0))
-    columns = ["run", "crops", "fit_s", "crops_per_s", "val_loss", "pixel_AUROC", "pixel_AUPRO", "image_AUROC",
-               "settings"]
-    text = ("# Time to quality on grid_mini\n\nWritten by `python benchmarks/report.py` from `convergence.csv`. Each "
-            "run's last checkpoint (a cosine schedule ends there); all 14 test images, raw maps. Target of issue 8: "
-            "pixel AUROC >= 0.90 and AUPRO >= 0.70 within 300,000 crops. `fit_s` is training time only, on the "
-            "machine below; runs that shared the 2 cores with other work are slower than the machine can do.\n\n"
-            + provenance(frame) + "\n" + frame[columns].to_markdown(index=False) + "\n")
+    columns = [
+        "run",
+        "crops",
+        "fit_s",
+        "crops_per_s",
+        "val_loss",
+        "pixel_AUROC",
+        "pixel_AUPRO",
+        "image_AUROC",
+        "settings",
+    ]
+    text = (
+        "# Time to quality on grid_mini\n\nWritten by `python benchmarks/report.py` from `convergence.csv`. Each "
+        "run's last checkpoint (a cosine schedule ends there); all 14 test images, raw maps. Target of issue 8: "
+        "pixel AUROC >= 0.90 and AUPRO >= 0.70 within 300,000 crops. `fit_s` is training time only, on the "
+        "machine below; runs that shared the 2 cores with other work are slower than the machine can do.\n\n"
+        + provenance(frame)
+        + "\n"
+        + frame[columns].to_markdown(index=False)
+        + "\n"
+    )
     (RESULTS / "time_to_quality.md").write_text(text)
 
 

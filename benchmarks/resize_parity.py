@@ -34,8 +34,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "resize.onnx"
             dims = {2: torch.export.Dim("height", min=16, max=4096), 3: torch.export.Dim("width", min=16, max=4096)}
-            torch.onnx.export(module, (torch.rand(1, 3, 512, 512),), str(path), dynamo=True, opset_version=18,
-                              input_names=["input"], dynamic_shapes=(dims,))
+            torch.onnx.export(
+                module,
+                (torch.rand(1, 3, 512, 512),),
+                str(path),
+                dynamo=True,
+                opset_version=18,
+                input_names=["input"],
+                dynamic_shapes=(dims,),
+            )
             session = ort.InferenceSession(str(path))
             compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             for shape in ((1, 3, 512, 512), (1, 3, 700, 333), (1, 3, 200, 300)):
@@ -43,8 +50,10 @@ def main() -> None:
                 reference = module(images).numpy()
                 onnx = session.run(None, {"input": images.numpy()})[0]
                 openvino = compiled(images.numpy())[0]
-                print(f"| {antialias} | {shape[2]} x {shape[3]} | {np.abs(onnx - reference).max():.2g} "
-                      f"| {np.abs(openvino - reference).max():.2g} |")
+                print(
+                    f"| {antialias} | {shape[2]} x {shape[3]} | {np.abs(onnx - reference).max():.2g} "
+                    f"| {np.abs(openvino - reference).max():.2g} |"
+                )
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ from datetime import date
 from pathlib import Path
 
 import torch
-
 from machine import describe
 
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
-from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeNetwork
+from anomalib_ssimae.models.ssim_ae.network import SsimAeNetwork
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,11 +58,19 @@ def ours(precision: str, steps: int) -> float:
     for crops in (128, 128 * steps):  # the first epoch is a warm-up (allocations, start-up)
         torch.manual_seed(0)
         model = SsimAe(image_size=(208, 512), crops_per_epoch=crops, batch_size=128, visualizer=False)
-        data = MVTecAD(root=REPO / "datasets", category="bsdata_pitting_mini", num_workers=0, seed=0,
-                       train_batch_size=40)
-        engine = Engine(accelerator="cpu", devices=1, max_epochs=1, precision=precision, logger=False,
-                        limit_val_batches=0, enable_progress_bar=False,
-                        default_root_dir=REPO / "results" / "benchmark_throughput")
+        data = MVTecAD(
+            root=REPO / "datasets", category="bsdata_pitting_mini", num_workers=0, seed=0, train_batch_size=40
+        )
+        engine = Engine(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            precision=precision,
+            logger=False,
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            default_root_dir=REPO / "results" / "benchmark_throughput",
+        )
         start = time.perf_counter()
         engine.fit(model, datamodule=data)
         rates.append(crops / (time.perf_counter() - start))
@@ -86,8 +93,11 @@ def main() -> None:
                 steps = args.steps if not bf16 else max(2, args.steps // 3)
                 rate = bare_loop(loss, channels_last, bf16, steps)
                 rows[(bf16, channels_last, loss)] = rate
-                print(f"| bare | {'bf16 autocast' if bf16 else 'fp32'} | {'channels_last' if channels_last else 'default'} "
-                      f"| {loss} | {rate:.0f} |", flush=True)
+                print(
+                    f"| bare | {'bf16 autocast' if bf16 else 'fp32'} | {'channels_last' if channels_last else 'default'} "
+                    f"| {loss} | {rate:.0f} |",
+                    flush=True,
+                )
     for precision in args.precisions:
         rate = ours(precision, args.steps if precision == "32-true" else max(2, args.steps // 3))
         bare = rows.get((precision == "bf16-mixed", True, "ssim"))

@@ -1,53 +1,141 @@
-"""Every shipped config is generated, builds its model and points at an existing dataset; bad arguments are named."""
+"""The composed configs: every configs/model/*.yaml x configs/data/*.yaml pair loads through anomalib's own CLI
+(parse + instantiation, as `anomalib train` does before fitting) into the right model for the dataset; the two halves
+stay separate; bad arguments are named."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from anomalib.cli import AnomalibCLI
 
 import anomalib_ssimae
 from anomalib_ssimae import SsimAe
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
-from .conftest import REPO, SHARED_DATASETS
+from .helpers import DATA_CONFIGS, MODEL_CONFIGS, REPO, config_args
 
-FOLDERS = {"ssim_ae": "SsimAe", "ssim_ae_extended": "SsimAeExtended", "ssim_dae": "SsimDae",
-           "ssim_dae_extended": "SsimDaeExtended"}
-CONFIGS = sorted(p for folder in FOLDERS for p in (REPO / "configs" / folder).glob("*.yaml"))
+MODELS = {
+    "ssim_ae": "SsimAe",
+    "ssim_ae_extended": "SsimAeExtended",
+    "ssim_dae": "SsimDae",
+    "ssim_dae_extended": "SsimDaeExtended",
+}
+# dataset config: (input size (height, width), in_channels, latent_dim, max_epochs); paper §5: textures and surfaces
+# gray with d = 100, parts d = 500
+DATASETS = {
+    "mvtec_ad_grid_mini": ((256, 256), 1, 100, 10),
+    "magnetic_tile": ((256, 256), 1, 100, 30),
+    "bsdata_pitting": ((208, 512), 1, 100, 30),
+    "mvtec3d_tire": ((320, 240), 3, 500, 30),
+    "hazelnut_toy": ((256, 256), 3, 500, 30),
+    "deeppcb": ((384, 384), 1, 500, 30),
+    "quickstart": ((208, 512), 1, 100, 6),
+}
+SHARED = ("..", "shared", "datasets")  # data.root of the six dataset configs, relative to the repository root
+# model init_args that depend on the dataset: in the data configs only
+DATA_KEYS = {"image_size", "in_channels", "latent_dim", "rotation_prob", "max_rotation", "hflip_prob", "vflip_prob"}
 
 
-def test_configs_match_their_generator() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "configs" / "generate.py"), "--check"],  # noqa: S603
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout
+def load(*configs: Path) -> AnomalibCLI:
+    """`anomalib train --config ...` up to (not including) fitting: parsed config, model, datamodule, engine."""
+    return AnomalibCLI(["train", *config_args(*configs)], run=False)
 
 
-def test_one_config_per_model_and_shared_dataset() -> None:
-    datasets = {p.name for p in SHARED_DATASETS.iterdir() if p.is_dir()}
-    for folder in FOLDERS:
-        names = {p.stem for p in (REPO / "configs" / folder).glob("*.yaml")}
-        assert datasets <= names, folder
-    assert (REPO / "configs" / "ssim_ae" / "quickstart.yaml").is_file()
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine creates results/tensorboard in the working directory: not in the repository."""
+    monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
-def test_config_builds_model_and_finds_data(path: Path) -> None:
-    config = yaml.safe_load(path.read_text())
-    class_name = FOLDERS[path.parent.name]
-    assert config["model"]["class_path"] == f"anomalib_ssimae.{class_name}"
-    model = getattr(anomalib_ssimae, class_name)(**config["model"]["init_args"], visualizer=False)
-    assert model.hparams.denoising == ("dae" in path.parent.name)
-    data = config["data"]["init_args"]
-    assert data["seed"] is not None  # a fixed split, so `anomalib test` sees the same images as `train`
-    assert config["model"]["init_args"]["seed"] is not None  # reproducible weights, data order and crops
-    root = (REPO / data["root"]).resolve()
-    train = root / data["category"] / "train" / "good"
-    assert any(train.glob("*.png")), f"{path.name}: no training images in {train}"
-    height, width = model.input_size
-    assert min(height, width) >= config["model"]["init_args"]["patch_size"]
+def test_config_layout() -> None:
+    assert {p.stem for p in MODEL_CONFIGS.glob("*.yaml")} == set(MODELS)
+    assert {p.stem for p in DATA_CONFIGS.glob("*.yaml")} == set(DATASETS)
+    configs = REPO / "configs"
+    assert {p.relative_to(configs).as_posix() for p in configs.rglob("*") if p.is_file()} == {
+        *(f"model/{name}.yaml" for name in MODELS),
+        *(f"data/{name}.yaml" for name in DATASETS),
+        "defect_free_thresholds.yaml",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_configs_hold_no_dataset_settings(name: str) -> None:
+    config = yaml.safe_load((MODEL_CONFIGS / f"{name}.yaml").read_text())
+    assert set(config) == {"model", "trainer", "default_root_dir"}
+    assert config["model"]["class_path"] == f"anomalib_ssimae.{MODELS[name]}"
+    assert not DATA_KEYS & set(config["model"]["init_args"])
+    assert "max_epochs" not in config["trainer"]
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_data_configs_hold_only_dataset_settings(name: str) -> None:
+    text = (DATA_CONFIGS / f"{name}.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert set(config) == {"model", "data", "trainer"}
+    assert config["model"] == {"init_args": config["model"]["init_args"]}  # no class_path: merges into the model's
+    assert set(config["model"]["init_args"]) == DATA_KEYS
+    # lists are replaced by a later --config, not appended: logger and callbacks belong to the model configs
+    assert not any(isinstance(value, list) for value in config["trainer"].values())
+    assert f"# anomalib train --config configs/model/ssim_ae.yaml --config configs/data/{name}.yaml" in text
+
+
+@pytest.mark.parametrize("data", sorted(DATASETS))
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_pair_loads_through_the_cli(model: str, data: str) -> None:
+    cli = load(MODEL_CONFIGS / f"{model}.yaml", DATA_CONFIGS / f"{data}.yaml")
+    size, in_channels, latent_dim, epochs = DATASETS[data]
+    assert type(cli.model) is getattr(anomalib_ssimae, MODELS[model])
+    assert tuple(cli.model.input_size) == size
+    hparams = cli.model.hparams
+    assert (hparams.in_channels, hparams.latent_dim) == (in_channels, latent_dim)
+    assert hparams.denoising == ("dae" in model)
+    assert hparams.seed == 42  # reproducible weights, data order and crops (the CLI ignores seed_everything)
+    assert (hparams.learning_rate, hparams.lr_schedule, hparams.batch_size) == (1e-3, "cosine", 16)  # model half
+    trainer = cli.config.train.trainer
+    assert trainer.max_epochs == epochs
+    assert [logger.init_args.name for logger in trainer.logger] == [model]
+    assert [callback.class_path for callback in trainer.callbacks] == ["lightning.pytorch.callbacks.EarlyStopping"]
+    assert cli.config.train.data.init_args.seed == 42  # a fixed split: `anomalib test` sees the images `train` did
+    if data == "quickstart":
+        assert trainer.max_time == "00:00:07:00"
+        root = REPO / cli.datamodule.root  # relative to the repository root, where the README runs it
+        assert cli.datamodule.category == "bsdata_pitting_mini"
+        assert len(list((root / "bsdata_pitting_mini" / "train" / "good").glob("*.png"))) == 40
+    else:
+        assert trainer.max_time is None
+        assert (Path(cli.datamodule.root).parts, cli.datamodule.category) == (SHARED, data)
+
+
+def test_shared_datasets_exist_where_the_configs_point() -> None:
+    """Only where the datasets are installed beside the repository (../shared/datasets); skipped in a bare clone."""
+    root = REPO.joinpath(*SHARED)
+    if not root.is_dir():
+        pytest.skip(f"{root} does not exist")
+    for name in DATASETS.keys() - {"quickstart"}:
+        assert any((root / name / "train" / "good").glob("*.png")), name
+
+
+def test_data_config_first_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    """The order matters: dataset init_args before any class_path do not validate (the configs say so)."""
+    with pytest.raises(SystemExit):
+        load(DATA_CONFIGS / "quickstart.yaml", MODEL_CONFIGS / "ssim_ae.yaml")
+    assert "Not a valid subclass of AnomalibModule" in capsys.readouterr().err
+
+
+def test_defect_free_thresholds_compose_as_a_third_config() -> None:
+    cli = load(
+        MODEL_CONFIGS / "ssim_dae.yaml",
+        DATA_CONFIGS / "mvtec3d_tire.yaml",
+        REPO / "configs" / "defect_free_thresholds.yaml",
+    )
+    post = cli.model.post_processor
+    assert isinstance(post, DefectFreePostProcessor)
+    assert (post.image_fpr, post.pixel_fpr, post.min_defect_area) == (0.01, 0.001, None)
+    assert type(cli.model) is anomalib_ssimae.SsimDae  # the first two files are kept
+    assert tuple(cli.model.input_size) == (320, 240)
+    assert cli.model.hparams.latent_dim == 500
 
 
 def test_bad_model_arguments_are_named() -> None:

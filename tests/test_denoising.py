@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,8 +29,15 @@ def test_dominant_colour_averages_within_the_winning_bin(pitting_image: torch.Te
     crop[..., :8, :] = 0.31  # same bin of width 1/8: mean 0.305
     crop[..., 0, :4] = 0.9  # another bin, fewer pixels
     assert torch.allclose(dominant_colour(crop), torch.tensor([[(0.31 * 124 + 0.30 * 128) / 252]]))
-    real = dominant_colour(pitting_image[..., :128, :128])
-    assert real.shape == (1, 3) and 0 <= real.min() and real.max() <= 1
+    # a real crop against a NumPy count of its 8 x 8 x 8 colour bins (ties: the lowest bin, as argmax)
+    crop = pitting_image[..., :128, :128]
+    pixels = crop[0].flatten(1).T.double().numpy()  # (128 * 128, 3)
+    bins, which, counts = np.unique(
+        np.minimum(pixels * 8, 7).astype(int), axis=0, return_inverse=True, return_counts=True
+    )
+    assert len(bins) > 1  # more than one colour bin: the count decides
+    expected = pixels[which.ravel() == counts.argmax()].mean(axis=0)
+    assert torch.allclose(dominant_colour(crop).double(), torch.from_numpy(expected)[None], atol=1e-6)
 
 
 def test_block_has_the_right_size_colour_and_mask() -> None:
@@ -66,11 +74,13 @@ def test_weighted_loss_equals_hand_computation() -> None:
     loss = ReconstructionLoss("l2", alpha=3.0, beta=0.5)(target, reconstruction, mask)
     assert abs(loss.item() - expected) < 1e-7
     # alpha = beta = 1 is the plain loss
-    assert torch.isclose(ReconstructionLoss("l2")(target, reconstruction, mask), ((target - reconstruction) ** 2).mean())
+    assert torch.isclose(
+        ReconstructionLoss("l2")(target, reconstruction, mask), ((target - reconstruction) ** 2).mean()
+    )
 
 
-def test_ssim_weighting_uses_the_per_pixel_map(grid_image: torch.Tensor) -> None:
-    image = grid_image[:, :1, :128, :128]
+def test_ssim_weighting_uses_the_per_pixel_map(gray_image: torch.Tensor) -> None:
+    image = gray_image[:, :1, :128, :128]
     corrupted, mask = add_masked_blocks(image, block_size=20, generator=torch.Generator().manual_seed(1))
     loss = ReconstructionLoss("ssim", alpha=1.0, beta=0.0)
     only_block = loss(image, corrupted, mask)
@@ -81,11 +91,11 @@ def test_ssim_weighting_uses_the_per_pixel_map(grid_image: torch.Tensor) -> None
 
 
 @pytest.mark.parametrize(("variant", "plain_variant"), [(SsimDae, SsimAe), (SsimDaeExtended, SsimAeExtended)])
-def test_inference_never_corrupts(variant: type[SsimAe], plain_variant: type[SsimAe], grid_image: torch.Tensor) -> None:
+def test_inference_never_corrupts(variant: type[SsimAe], plain_variant: type[SsimAe], gray_image: torch.Tensor) -> None:
     denoising = variant().eval()
     plain = plain_variant().eval()
     plain.model.load_state_dict(denoising.model.state_dict())
     with torch.no_grad():
-        first, second, reference = denoising.model(grid_image), denoising.model(grid_image), plain.model(grid_image)
+        first, second, reference = denoising.model(gray_image), denoising.model(gray_image), plain.model(gray_image)
     assert torch.equal(first.anomaly_map, second.anomaly_map)  # no randomness at inference
     assert torch.equal(first.anomaly_map, reference.anomaly_map)  # identical to the non-denoising model

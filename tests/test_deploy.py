@@ -1,8 +1,9 @@
 """Deployment on real images: export parity (Lightning, torch, ONNX Runtime, OpenVINO), thresholds from defect-free
 images, folder prediction with JSON lines and overlays.
 
-A model is trained in-process on mvtec_ad_grid_mini for one short epoch with DefectFreePostProcessor; its weights
-are poor, but parity and calibration are properties of the pipeline, not of the training.
+A model is trained in-process on the embedded bsdata_pitting_mini (the split of configs/data/quickstart.yaml) for one
+short epoch with DefectFreePostProcessor, at the default 256 x 256 so that every path resizes the 512 x 208 images;
+its weights are poor, but parity and calibration are properties of the pipeline, not of the training.
 """
 
 from __future__ import annotations
@@ -26,27 +27,35 @@ from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
 from anomalib_ssimae.deploy import OpenVinoDetector, defect_regions, normalized_cut, predict_folder
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
-from .conftest import SHARED_DATASETS
+from .helpers import DATASETS, EMBEDDED
 
-GRID = SHARED_DATASETS / "mvtec_ad_grid_mini"
 TOLERANCE = 1e-4  # anomaly maps after normalisation, issue 4
 
 
-def grid_datamodule(**kwargs: object) -> MVTecAD:
-    options = {"val_split_mode": "from_test", "val_split_ratio": 0.5, "seed": 42, "num_workers": 0,
-               "train_batch_size": 32, "eval_batch_size": 8} | kwargs
-    return MVTecAD(root=SHARED_DATASETS, category="mvtec_ad_grid_mini", **options)
+def quickstart_datamodule(**kwargs: object) -> MVTecAD:
+    """The embedded data with the split of configs/data/quickstart.yaml: 6 good + 8 pitting validation images."""
+    options = {
+        "val_split_mode": "from_test",
+        "val_split_ratio": 0.5,
+        "seed": 42,
+        "num_workers": 0,
+        "train_batch_size": 32,
+        "eval_batch_size": 8,
+    } | kwargs
+    return MVTecAD(root=DATASETS, category="bsdata_pitting_mini", **options)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(checkpoint, work folder) of a short in-process training with defect-free calibration."""
     work = tmp_path_factory.mktemp("deploy")
-    model = SsimAe(crops_per_epoch=128, batch_size=64,
-                   post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01))
-    engine = Engine(max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1,
-                    enable_progress_bar=False)
-    engine.fit(model, datamodule=grid_datamodule())
+    model = SsimAe(
+        crops_per_epoch=128, batch_size=64, post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01)
+    )
+    engine = Engine(
+        max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+    )
+    engine.fit(model, datamodule=quickstart_datamodule())
     return Path(engine.trainer.checkpoint_callback.best_model_path), work
 
 
@@ -54,16 +63,19 @@ def lightning_predict(model: SsimAe, folder: Path, root: Path) -> dict[str, np.n
     """Engine.predict on a folder (the dataloader path users get with `anomalib predict --data_path`)."""
     dataset = PredictDataset(folder)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=dataset.collate_fn)
-    batches = Engine(default_root_dir=root, logger=False, accelerator="cpu", devices=1,
-                     enable_progress_bar=False).predict(model=model, dataloaders=loader)
+    batches = Engine(
+        default_root_dir=root, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+    ).predict(model=model, dataloaders=loader)
     return {
         "paths": [p for b in batches for p in b.image_path],
         "pred_score": torch.cat([b.pred_score for b in batches]).numpy(),
-        "anomaly_map": torch.cat([b.anomaly_map.reshape(len(b.image_path), *b.anomaly_map.shape[-2:])
-                                  for b in batches]).numpy(),
+        "anomaly_map": torch.cat(
+            [b.anomaly_map.reshape(len(b.image_path), *b.anomaly_map.shape[-2:]) for b in batches]
+        ).numpy(),
         "pred_label": torch.cat([b.pred_label for b in batches]).numpy(),
-        "pred_mask": torch.cat([b.pred_mask.reshape(len(b.image_path), *b.pred_mask.shape[-2:])
-                                for b in batches]).numpy(),
+        "pred_mask": torch.cat(
+            [b.pred_mask.reshape(len(b.image_path), *b.pred_mask.shape[-2:]) for b in batches]
+        ).numpy(),
     }
 
 
@@ -92,25 +104,27 @@ def assert_parity(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
     assert np.array_equal(masks, reference["pred_mask"].reshape(n, -1)), name
 
 
+@pytest.mark.slow
 def test_checkpoint_keeps_defect_free_thresholds(trained: tuple[Path, Path]) -> None:
     checkpoint, _ = trained
     model = SsimAe.load_from_checkpoint(checkpoint)
     post = model.post_processor
     assert isinstance(post, DefectFreePostProcessor)
     assert (post.image_fpr, post.pixel_fpr) == (0.2, 0.01)
-    assert int(post.calibration_images) >= 1
+    assert int(post.calibration_images) == 6  # the defect-free validation images (half of the 12 good test images)
     assert torch.isfinite(post.pixel_fpr_quantiles).all()
     assert torch.all(post.pixel_fpr_quantiles[:-1] <= post.pixel_fpr_quantiles[1:])  # rise as the FPR falls
     # the pixel threshold is the stored quantile at FPR 0.01 (grid point 20 of 1 ... 1e-6, 10 per decade)
     assert float(post.pixel_threshold) == pytest.approx(float(post.pixel_fpr_quantiles[20]), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path]) -> None:
-    """Real defective grid images at their 512 x 512 resolution: the exported graphs resize inside."""
+    """Real defective BSData images at their 512 x 208 resolution: the exported graphs resize inside (to 256 x 256)."""
     checkpoint, work = trained
     model = SsimAe.load_from_checkpoint(checkpoint)
     export = work / "export"
-    reference = lightning_predict(model, GRID / "test" / "broken", work / "predict")
+    reference = lightning_predict(model, EMBEDDED / "test" / "pitting", work / "predict")
     images = torch.stack([read_image(p, as_tensor=True) for p in reference["paths"]])
     assert images.shape[-2:] != (256, 256)
 
@@ -122,9 +136,19 @@ def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path])
 
     # the OpenVINO export through the CLI, as users run it
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    command = [str(Path(sys.executable).parent / "anomalib"), "export", "--model", "anomalib_ssimae.SsimAe",
-               "--export_type", "openvino", "--ckpt_path", str(checkpoint), "--default_root_dir", str(export)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+    command = [
+        str(Path(sys.executable).parent / "anomalib"),
+        "export",
+        "--model",
+        "anomalib_ssimae.SsimAe",
+        "--export_type",
+        "openvino",
+        "--ckpt_path",
+        str(checkpoint),
+        "--default_root_dir",
+        str(export),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     xml = export / "weights" / "openvino" / "model.xml"
     assert_parity(reference, run_openvino(xml, images.numpy()), "openvino")
@@ -137,15 +161,23 @@ def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path])
     assert meta["calibration"]["pixel_fpr"] == 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended])
 def test_every_variant_exports_with_parity(variant: type[SsimAe], tmp_path: Path) -> None:
     """Untrained weights, but normalisation and thresholds set, so the whole graph is exercised; odd input size."""
     model = variant(image_size=[160, 192]).eval()
     post = model.post_processor
-    for name, value in (("_image_threshold", 0.9), ("_pixel_threshold", 0.6), ("image_min", 0.5),
-                        ("image_max", 1.2), ("pixel_min", 0.0), ("pixel_max", 1.5)):
+    for name, value in (
+        ("_image_threshold", 0.9),
+        ("_pixel_threshold", 0.6),
+        ("image_min", 0.5),
+        ("image_max", 1.2),
+        ("pixel_min", 0.0),
+        ("pixel_max", 1.5),
+    ):
         getattr(post, name).fill_(value)
-    images = torch.stack([read_image(p, as_tensor=True) for p in sorted((GRID / "test" / "bent").glob("*.png"))[:2]])
+    paths = sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:2]
+    images = torch.stack([read_image(p, as_tensor=True) for p in paths])
     images = torch.nn.functional.interpolate(images, size=(301, 257), mode="bilinear")  # not the model size
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(images)._asdict().items() if v is not None}
@@ -166,8 +198,14 @@ def test_defect_regions_in_original_pixels() -> None:
 
 
 def test_threshold_changes_after_export() -> None:
-    meta = {"normalized": True, "image_threshold": 0.9, "image_min": 0.5, "image_max": 1.3, "image_cut": 0.5,
-            "calibration": {"image_fpr_quantiles": np.linspace(0.5, 1.1, 61).tolist()}}
+    meta = {
+        "normalized": True,
+        "image_threshold": 0.9,
+        "image_min": 0.5,
+        "image_max": 1.3,
+        "image_cut": 0.5,
+        "calibration": {"image_fpr_quantiles": np.linspace(0.5, 1.1, 61).tolist()},
+    }
     assert normalized_cut(meta, "image") == (0.5, {"raw": 0.9, "normalized": 0.5, "source": "export"})
     cut, info = normalized_cut(meta, "image", threshold=1.1)
     assert cut == pytest.approx(0.75)  # (1.1 - 0.9) / 0.8 + 0.5
@@ -184,6 +222,7 @@ def test_threshold_changes_after_export() -> None:
         normalized_cut({}, "pixel", threshold=0.7)  # an export without metadata: a raw value cannot be mapped
 
 
+@pytest.mark.slow
 def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: Path) -> None:
     """Gray, RGB, RGBA, an odd size and a broken file; JSON lines, overlays, no overwrite."""
     checkpoint, work = trained
@@ -191,7 +230,8 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     xml = model.to_openvino(tmp_path / "export")
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
-    source = Image.open(GRID / "test" / "bent" / "000.png")
+    # a gray source: the same pixels in every mode below
+    source = Image.open(min((EMBEDDED / "test" / "pitting").glob("*.png"))).convert("L")
     source.convert("L").save(folder / "gray.png")
     source.convert("RGB").resize((300, 200)).save(folder / "sub" / "rgb_small.jpg", quality=95)
     source.convert("RGBA").save(folder / "rgba.png")
@@ -202,7 +242,7 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
     names = ["broken.png", "gray.png", "rgba.png", "sixteen_bit.png", "rgb_small.jpg"]
     assert [Path(r["image"]).name for r in records] == names
-    assert "cannot be read as an image" in records[0]["error"]
+    assert "cannot read image" in records[0]["error"]
     assert "16-bit" in records[3]["error"]  # the model never saw such pixels: anomalib's loader clips them
     gray, rgba, small = records[1], records[2], records[4]
     records = [gray, rgba, small]
@@ -237,39 +277,53 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     assert strict.pixel_cut > detector.pixel_cut
 
 
+@pytest.mark.slow
 def test_calibrated_false_positive_rate_holds_on_held_out_images(trained: tuple[Path, Path]) -> None:
-    """Calibrate on half of 150 real defect-free magnetic-tile images, measure the FPR on the other half.
+    """Calibrate on half of the 52 real defect-free images of the embedded data, measure the FPR on the other half.
 
-    Interleaved halves (even and odd file indices), so both halves hold all six lighting sets (exp1..exp6). With
-    sets split apart (exp1-3 against exp4-6) the held-out image FPR was 0.49 for a target of 0.1: calibration holds
-    only for images like the validation images (README, Deployment).
+    Interleaved halves (even and odd indices of the sorted train/good then test/good names), so both halves hold
+    training and test images of every recording day. On magnetic tiles, with lighting sets split apart (exp1-3
+    against exp4-6), the held-out image FPR was 0.49 for a target of 0.1: calibration holds only for images like the
+    validation images (README, Deployment).
     """
     checkpoint, _ = trained
     model = SsimAe.load_from_checkpoint(checkpoint).eval()
-    paths = sorted((SHARED_DATASETS / "magnetic_tile" / "test" / "good").glob("*"))
-    assert len(paths) >= 100
+    paths = [p for split in ("train", "test") for p in sorted((EMBEDDED / split / "good").glob("*.png"))]
+    assert len(paths) == 52
     maps, scores = [], []
     with torch.no_grad():
         for start in range(0, len(paths), 16):
-            images = torch.stack([torch.nn.functional.interpolate(read_image(p, as_tensor=True)[None], (256, 256),
-                                                                  mode="bilinear")[0] for p in paths[start:start + 16]])
+            images = torch.stack(
+                [
+                    torch.nn.functional.interpolate(read_image(p, as_tensor=True)[None], (256, 256), mode="bilinear")[0]
+                    for p in paths[start : start + 16]
+                ]
+            )
             out = model.model(images)
             maps.append(out.anomaly_map)
             scores.append(out.pred_score)
-    order = torch.cat([torch.arange(0, len(paths), 2), torch.arange(1, len(paths), 2)])
-    maps, scores = torch.cat(maps)[order], torch.cat(scores)[order]
-    half = (len(paths) + 1) // 2
-    post = DefectFreePostProcessor(image_fpr=0.1, pixel_fpr=0.01)
+    maps, scores = torch.cat(maps), torch.cat(scores)
     from anomalib.data import ImageBatch
 
-    post.on_validation_epoch_start(None, None)
-    batch = ImageBatch(image=torch.zeros(half, 3, 256, 256), gt_label=torch.zeros(half, dtype=torch.bool),
-                       pred_score=scores[:half], anomaly_map=maps[:half])
-    post.on_validation_batch_end(None, None, batch)
-    post.on_validation_epoch_end(None, None)
-    held_out_pixels = (maps[half:] > post.pixel_threshold).float().mean().item()
-    held_out_images = (scores[half:] > post.image_threshold).float().mean().item()
-    assert 0.005 <= held_out_pixels <= 0.02  # target 0.01
-    assert held_out_images <= 0.2  # target 0.1 on 75 images (measured 0.067)
-    calibration_pixels = (maps[:half] > post.pixel_threshold).float().mean().item()
-    assert calibration_pixels <= 0.01 < (maps[:half] >= post.pixel_threshold).float().mean().item() + 0.01
+    held_out_images = []
+    for calibration, held_out in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
+        post = DefectFreePostProcessor(image_fpr=0.1, pixel_fpr=0.01)
+        post.on_validation_epoch_start(None, None)
+        count = len(scores[calibration])
+        batch = ImageBatch(
+            image=torch.zeros(count, 3, 256, 256),
+            gt_label=torch.zeros(count, dtype=torch.bool),
+            pred_score=scores[calibration],
+            anomaly_map=maps[calibration],
+        )
+        post.on_validation_batch_end(None, None, batch)
+        post.on_validation_epoch_end(None, None)
+        held_out_pixels = (maps[held_out] > post.pixel_threshold).float().mean().item()
+        assert 0.005 <= held_out_pixels <= 0.02  # target 0.01 on 26 x 65,536 pixels (measured 0.0099 and 0.0101)
+        held_out_images.append((scores[held_out] > post.image_threshold).float().mean().item())
+        calibration_pixels = (maps[calibration] > post.pixel_threshold).float().mean().item()
+        assert calibration_pixels <= 0.01 < (maps[calibration] >= post.pixel_threshold).float().mean().item() + 0.01
+    # target 0.1 on 26 held-out images each way: at most 5 of 26 either way (measured 4 and 1), and 0.1 +- 0.05 over
+    # both halves (measured 5 of 52)
+    assert max(held_out_images) <= 0.2
+    assert sum(held_out_images) / 2 == pytest.approx(0.1, abs=0.05)

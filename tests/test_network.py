@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_EXTENDED_ENCODER, SsimAeNetwork
+from anomalib_ssimae.models.ssim_ae.network import SSIM_AE_EXTENDED_ENCODER, SsimAeNetwork
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,13 @@ def test_extended_parameter_count(in_channels: int, latent_dim: int, expected: i
 def test_lightning_variants_build_their_networks() -> None:
     import anomalib_ssimae
 
-    counts = {name: sum(p.numel() for p in getattr(anomalib_ssimae, name)().model.parameters())
-              for name in ("SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended")}
-    assert counts == {"SsimAe": 1_048_549, "SsimAeExtended": 7_188_165, "SsimDae": 1_048_549,
-                      "SsimDaeExtended": 7_188_165}
+    counts = {
+        name: sum(p.numel() for p in getattr(anomalib_ssimae, name)().model.parameters())
+        for name in ("SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended")
+    }
+    assert counts == {
+        "SsimAe": 1_048_549,
+        "SsimAeExtended": 7_188_165,
+        "SsimDae": 1_048_549,
+        "SsimDaeExtended": 7_188_165,
+    }

@@ -19,14 +19,21 @@ from anomalib_ssimae.post_processing import (
     min_area_threshold,
 )
 
-from .conftest import SHARED_DATASETS
+from .helpers import DATASETS
 
 
 def test_fpr_quantiles_leave_the_target_fraction_above() -> None:
     scores = np.arange(1.0, 101.0)  # 1 ... 100
     assert fpr_quantiles(scores, torch.tensor([0.05, 0.01, 0.0, 1.0, 0.5], dtype=torch.float64)).tolist() == [
-        95.0, 99.0, 100.0, 1.0, 50.0]
-    assert FPR_GRID[0] == 1 and FPR_GRID[20].item() == pytest.approx(0.01) and FPR_GRID[-1].item() == pytest.approx(1e-6)
+        95.0,
+        99.0,
+        100.0,
+        1.0,
+        50.0,
+    ]
+    assert (
+        FPR_GRID[0] == 1 and FPR_GRID[20].item() == pytest.approx(0.01) and FPR_GRID[-1].item() == pytest.approx(1e-6)
+    )
     table = fpr_quantiles(scores)
     assert interpolate_fpr(table, 0.01) == pytest.approx(99.0)
     assert interpolate_fpr(table, 1e-9) == 100.0  # below the grid: the maximum
@@ -47,8 +54,12 @@ def test_min_defect_area_rule() -> None:
 
 def _batch(scores: list[float], labels: list[bool], maps: torch.Tensor) -> ImageBatch:
     n = len(scores)
-    return ImageBatch(image=torch.zeros(n, 3, *maps.shape[-2:]), gt_label=torch.tensor(labels),
-                      pred_score=torch.tensor(scores), anomaly_map=maps)
+    return ImageBatch(
+        image=torch.zeros(n, 3, *maps.shape[-2:]),
+        gt_label=torch.tensor(labels),
+        pred_score=torch.tensor(scores),
+        anomaly_map=maps,
+    )
 
 
 def test_thresholds_come_from_defect_free_images_only() -> None:
@@ -56,10 +67,18 @@ def test_thresholds_come_from_defect_free_images_only() -> None:
     normal_maps = torch.arange(4 * 16, dtype=torch.float32).reshape(4, 1, 4, 4) / 64  # 0 ... 63/64
     defect_maps = torch.full((2, 1, 4, 4), 5.0)
     post.on_validation_epoch_start(None, None)
-    post.on_validation_batch_end(None, None, _batch([0.1, 0.2, 9.0, 0.3], [False, False, True, False],
-                                                    torch.cat([normal_maps[:2], defect_maps[:1], normal_maps[2:3]])))
-    post.on_validation_batch_end(None, None, _batch([0.4, 8.0], [False, True],
-                                                    torch.cat([normal_maps[3:], defect_maps[1:]])))
+    post.on_validation_batch_end(
+        None,
+        None,
+        _batch(
+            [0.1, 0.2, 9.0, 0.3],
+            [False, False, True, False],
+            torch.cat([normal_maps[:2], defect_maps[:1], normal_maps[2:3]]),
+        ),
+    )
+    post.on_validation_batch_end(
+        None, None, _batch([0.4, 8.0], [False, True], torch.cat([normal_maps[3:], defect_maps[1:]]))
+    )
     post.on_validation_epoch_end(None, None)
     assert int(post.calibration_images) == 4
     assert float(post.image_threshold) == pytest.approx(0.3)  # one of four normal scores (0.4) above
@@ -69,8 +88,13 @@ def test_thresholds_come_from_defect_free_images_only() -> None:
     assert float(post.image_max + post.image_min) / 2 == pytest.approx(0.3)
     assert float(post.pixel_max + post.pixel_min) / 2 == pytest.approx(31 / 64)
     # normalised: the threshold maps to 0.5, labels follow the raw threshold
-    out = post.forward(ImageBatch(image=torch.zeros(2, 3, 4, 4), pred_score=torch.tensor([0.3, 0.31]),
-                                  anomaly_map=torch.full((2, 1, 4, 4), 31 / 64)))
+    out = post.forward(
+        ImageBatch(
+            image=torch.zeros(2, 3, 4, 4),
+            pred_score=torch.tensor([0.3, 0.31]),
+            anomaly_map=torch.full((2, 1, 4, 4), 31 / 64),
+        )
+    )
     assert out.pred_score[0].item() == pytest.approx(0.5)
     assert out.pred_label.tolist() == [False, True]
     # another operating point later, from the stored quantiles
@@ -91,14 +115,24 @@ def test_invalid_rates_are_rejected() -> None:
         DefectFreePostProcessor(enable_normalization=False)
 
 
+@pytest.mark.slow
 def test_warning_when_f1_thresholds_have_no_defective_validation_images(tmp_path: object) -> None:
-    datamodule = MVTecAD(root=SHARED_DATASETS, category="mvtec_ad_grid_mini", val_split_mode="from_train",
-                         val_split_ratio=0.2, seed=42, num_workers=0)
-    engine = Engine(max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1,
-                    enable_progress_bar=False)
+    datamodule = MVTecAD(
+        root=DATASETS,
+        category="bsdata_pitting_mini",
+        val_split_mode="from_train",
+        val_split_ratio=0.2,
+        seed=42,
+        num_workers=0,
+    )
+    engine = Engine(
+        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+    )
     with pytest.warns(UserWarning, match="F1-adaptive"):
         engine.fit(SsimAe(crops_per_epoch=64, batch_size=64), datamodule=datamodule)
     calibrated = SsimAe(crops_per_epoch=64, batch_size=64, post_processor=DefectFreePostProcessor())
-    Engine(max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1,
-           enable_progress_bar=False).fit(calibrated, datamodule=datamodule)
-    assert int(calibrated.post_processor.calibration_images) == 5  # every validation image is defect-free
+    Engine(
+        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+    ).fit(calibrated, datamodule=datamodule)
+    # every validation image is defect-free: 20 % of the 40 training images (anomalib floors 40 x 0.2 = 8)
+    assert int(calibrated.post_processor.calibration_images) == 8

@@ -10,28 +10,32 @@ from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 
 
 @pytest.fixture
-def pair(grid_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    image = grid_image[:, :1]
+def pair(gray_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    image = gray_image[:, :1]
     generator = torch.Generator().manual_seed(0)
     noisy = (image + 0.1 * torch.randn(image.shape, generator=generator)).clamp(0, 1)
     return image, noisy
 
 
-def test_identical_images_give_one(grid_image: torch.Tensor) -> None:
-    assert torch.allclose(ssim_map(grid_image, grid_image), torch.ones(1, 3, 256, 256), atol=1e-6)
+def test_identical_images_give_one(gray_image: torch.Tensor) -> None:
+    assert torch.allclose(ssim_map(gray_image, gray_image), torch.ones(1, 3, 256, 256), atol=1e-6)
 
 
 def test_same_padding_matches_kornia(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     ours = ssim_map(*pair, padding="same")
-    theirs = kornia.metrics.ssim(*pair, window_size=11, max_val=1.0)
+    # kornia in float64 as the reference: in float32 its E[x^2] - E[x]^2 loses 1e-4 on this smooth image, ours 2.3e-5
+    theirs = kornia.metrics.ssim(*(x.double() for x in pair), window_size=11, max_val=1.0)
     assert ours.shape == (1, 1, 256, 256)
-    assert (ours - theirs).abs().max() < 1e-4  # kornia adds eps to the denominator
+    assert (ours.double() - theirs).abs().max() < 5e-5
 
 
 def test_valid_padding_matches_pytorch_msssim(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     ours = ssim_map(*pair, padding="valid")
     assert ours.shape == (1, 1, 246, 246)
-    assert abs(ours.mean() - pytorch_msssim.ssim(*pair, data_range=1.0)) < 1e-6
+    # 2.1e-6 apart on this smooth image: pytorch_msssim builds its Gaussian window in float32, and where the image
+    # is flat E[x^2] - E[x]^2 amplifies the weights' rounding (its mean is 2.5e-6 from a float64 computation with
+    # an exact window, ours 4e-7); 1e-6 held on the high-contrast MVTec grid image used before.
+    assert abs(ours.mean() - pytorch_msssim.ssim(*pair, data_range=1.0)) < 5e-6
 
 
 def test_bf16_autocast_keeps_float32(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -57,7 +61,9 @@ def test_losses(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     ssim_loss = ReconstructionLoss("ssim")(image, noisy)  # reflect padding ("same"), as kornia's SSIM loss
     assert abs(ssim_loss - kornia.losses.ssim_loss(image, noisy, window_size=11, max_val=1.0)) < 1e-4  # Eq. 7
     valid_loss = ReconstructionLoss("ssim", padding="valid")(image, noisy)  # the authors' form
-    assert abs(valid_loss - (1 - pytorch_msssim.ssim(image, noisy, data_range=1.0)) / 2) < 1e-6
+    assert (
+        abs(valid_loss - (1 - pytorch_msssim.ssim(image, noisy, data_range=1.0)) / 2) < 3e-6
+    )  # half the SSIM tolerance of the test above
     assert ssim_loss != valid_loss
     assert 0 < ssim_loss < 1
     assert ReconstructionLoss("ssim")(image, image) < 1e-6

@@ -18,13 +18,15 @@ def test_axis_runs() -> None:
         axis_runs(256, 128, 129)
 
 
-@pytest.mark.parametrize(("height", "width", "patches"), [(256, 256, 25), (208, 512, 52), (130, 131, 4), (300, 400, 70)])
+@pytest.mark.parametrize(
+    ("height", "width", "patches"), [(256, 256, 25), (208, 512, 52), (130, 131, 4), (300, 400, 70)]
+)
 def test_every_pixel_covered_and_image_restored(height: int, width: int, patches: int) -> None:
     tiler = PatchTiler(128, 32)
     images = torch.rand(2, 3, height, width)
     tiles = tiler.tile(images)
     assert tiles.shape == (2 * patches, 3, 128, 128)
-    coverage = tiler._fold(torch.ones(1, 128 * 128, patches), height, width)  # noqa: SLF001
+    coverage = tiler._fold(torch.ones(1, 128 * 128, patches), height, width)
     assert coverage.min() >= 1  # every pixel lies in at least one patch
     assert (tiler.untile(tiles, height, width) - images).abs().max() < 1e-6
 
@@ -51,9 +53,9 @@ def test_identity_network_gives_zero_anomaly(in_channels: int, pitting_image: to
     assert prediction.pred_score.abs().max() < 1e-4
 
 
-def test_grayscale_conversion_keeps_gray_values(grid_image: torch.Tensor) -> None:
+def test_grayscale_conversion_keeps_gray_values(gray_image: torch.Tensor) -> None:
     model = SsimAeModel(in_channels=1).eval()
     model.network = nn.Identity()
-    inputs, _, _, _ = model.reconstruct(grid_image)
+    inputs, _, _, _ = model.reconstruct(gray_image)
     assert inputs.shape == (1, 1, 256, 256)
-    assert (inputs - grid_image[:, :1]).abs().max() < 1e-6  # gray PNG loaded as RGB: channels equal
+    assert (inputs - gray_image[:, :1]).abs().max() < 1e-6  # a gray image as RGB: channels equal

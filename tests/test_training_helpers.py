@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_ssimae import SsimAe, SsimDae
-from anomalib_ssimae.data.validation import check_image_files
-from anomalib_ssimae.models.ssim_ae.lightning_model import WarmupCosine, updates_for_images
+from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae
+from anomalib_ssimae.components.schedule import WarmupCosine, updates_for_images
+from anomalib_ssimae.data.images import check_image_files
 from anomalib_ssimae.precision import training_precision
 
-from .conftest import EMBEDDED
+from .helpers import EMBEDDED
 
 
 def test_optimiser_steps_follow_the_images() -> None:
@@ -111,3 +111,25 @@ def test_checkpoints_of_0_1_0_load() -> None:
     old = source.state_dict() | {"model.score_blur.kernel": torch.ones(1, 1, 33, 33)}
     target.load_state_dict(old)  # strict
     assert torch.equal(target.model.network.encoder[0].weight, source.model.network.encoder[0].weight)
+
+
+def test_load_from_checkpoint_leaves_the_callers_random_state_alone(tmp_path: Path) -> None:
+    import lightning
+
+    model = SsimAeExtended(seed=7, visualizer=False)  # hparams carry seed 7 (and network "extended")
+    path = tmp_path / "model.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    loaded = SsimAeExtended.load_from_checkpoint(path, weights_only=False)
+    assert torch.equal(torch.rand(3), expected)  # not the stream after seed_everything(7)
+    assert loaded.hparams.network == "extended"
+    assert torch.equal(loaded.model.network.encoder[0].weight, model.model.network.encoder[0].weight)

@@ -1,1 +1,1 @@
-"""Building blocks shared by the models: SSIM maps and patch tiling."""
+"""Building blocks of the models: SSIM maps, patch tiling and the training schedule."""

@@ -6,7 +6,7 @@ reconstructed, and overlapping reconstructions are averaged.
 
 Why not anomalib's ``Tiler``: it pads the right and bottom border with zeros when ``(size - patch) % stride != 0``
 (a black strip that an autoencoder reconstructs as an anomaly), and its Python loops unroll into a graph that took
-67 s to export, against 1.6 s for ``unfold``/``fold`` (``shared/reference/anomalib-2.7.md`` §2). Here, when the
+67 s to export, against 1.6 s for ``unfold``/``fold``, in anomalib 2.7. Here, when the
 stride does not divide ``size - patch``, one more row (column) of patches is placed flush with the bottom (right)
 border, so every pixel is covered by real image content.
 """
@@ -52,8 +52,17 @@ class PatchTiler:
     """
 
     def __init__(self, patch_size: int, stride: int) -> None:
+        axis_runs(patch_size, patch_size, stride)  # fail at construction on a bad stride, not at the first test
         self.patch_size = patch_size
         self.stride = stride
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` if an image of ``height x width`` pixels cannot be tiled (a side < ``patch_size``)."""
+        if min(height, width) < self.patch_size:
+            msg = (
+                f"image_size {height} x {width} is smaller than patch_size {self.patch_size}: every side must be >= it"
+            )
+            raise ValueError(msg)
 
     def _regions(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Regions ``(top, left, rows, cols)`` each tiled by a regular grid of patches."""
@@ -71,7 +80,7 @@ class PatchTiler:
 
     def tile(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B * L, C, patch_size, patch_size)``."""
-        batch, channels, height, width = images.shape
+        _, channels, height, width = images.shape
         p = self.patch_size
         columns = [
             F.unfold(images[:, :, top : top + rows, left : left + cols], kernel_size=p, stride=self.stride)

@@ -1,7 +1,7 @@
 """On-the-fly training crops with the SSIM-AE augmentation.
 
 The authors' code (``dataset_operations/augmentation.py`` of Rádli & Czúni, after plutoyuxie's SSIM-AE; see
-``shared/reference/methods.md`` §2.5) writes a static set of 10,000-12,500 augmented crops to disk. Here the same
+Rádli & Czúni 2021 §5) writes a static set of 10,000-12,500 augmented crops to disk. Here the same
 recipe runs on the fly, batched on tensors, from the resized training images:
 
 1. with probability ``rotation_prob`` rotate the image by an angle uniform in ``[-max_rotation, max_rotation]``
@@ -111,7 +111,9 @@ def sample_patches(
     cols = (off_x.long()[:, None] + steps)[:, None, :]
     patches = images[index[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
     if rotated.any():
-        grid = F.affine_grid(theta[rotated], [int(rotated.sum()), images.shape[1], patch_size, patch_size], align_corners=False)
+        grid = F.affine_grid(
+            theta[rotated], [int(rotated.sum()), images.shape[1], patch_size, patch_size], align_corners=False
+        )
         patches[rotated] = F.grid_sample(
             images[index[rotated]], grid, mode="bilinear", padding_mode="border", align_corners=False
         )
@@ -120,3 +122,61 @@ def sample_patches(
     vflip = (uniform(num_patches) < vflip_prob).view(-1, 1, 1, 1)
     patches = torch.where(hflip, patches.flip(-1), patches)
     return torch.where(vflip, patches.flip(-2), patches)
+
+
+class CropSampler:
+    """Training crops of one optimiser step, configured once (the model builds it in ``__init__``).
+
+    Args:
+        batch_size: crops per call ``N`` (at least 1).
+        patch_size: crop side in pixels (at least 1).
+        rotation_prob, max_rotation: probability of a rotation (in [0, 1]) and its largest angle in degrees.
+        hflip_prob, vflip_prob: flip probabilities, each in [0, 1].
+
+    Calling it with images ``(B, C, H, W)`` returns ``(N, C, patch_size, patch_size)`` (see :func:`sample_patches`).
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+
+    Example:
+        >>> sampler = CropSampler(batch_size=4, patch_size=8, rotation_prob=0.0)
+        >>> sampler(torch.rand(2, 1, 16, 16)).shape
+        torch.Size([4, 1, 8, 8])
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        patch_size: int = 128,
+        rotation_prob: float = 0.3,
+        max_rotation: float = 45.0,
+        hflip_prob: float = 0.3,
+        vflip_prob: float = 0.3,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("patch_size", patch_size)):
+            if value < 1:
+                msg = f"{name} must be at least 1, got {value}"
+                raise ValueError(msg)
+        for name, value in (("rotation_prob", rotation_prob), ("hflip_prob", hflip_prob), ("vflip_prob", vflip_prob)):
+            if not 0 <= value <= 1:
+                msg = f"{name} is a probability and must be in [0, 1], got {value}"
+                raise ValueError(msg)
+        self.batch_size = batch_size
+        self.patch_size = patch_size
+        self.rotation_prob = rotation_prob
+        self.max_rotation = max_rotation
+        self.hflip_prob = hflip_prob
+        self.vflip_prob = vflip_prob
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(batch_size, C, patch_size, patch_size)`` augmented crops."""
+        return sample_patches(
+            images,
+            self.batch_size,
+            self.patch_size,
+            self.rotation_prob,
+            self.max_rotation,
+            self.hflip_prob,
+            self.vflip_prob,
+            generator,
+        )

@@ -2,7 +2,7 @@
 
 Rádli & Czúni (2021) §5, Eq. 3: the network reconstructs the clean crop x from a corrupted crop C(x). "Small,
 homogeneous masks ... of 20 x 20 ... colour = dominant colour of the actual (128 x 128) crop. Each training image
-contained one mask." Differences from the authors' code (methods.md §2.6), on purpose: the block is exactly
+contained one mask." Differences from the authors' code, on purpose: the block is exactly
 ``block_size`` pixels (OpenCV drew 21 x 21), the colour keeps its channel order (the code swapped red and blue),
 nothing is saved as JPEG, and the mask is kept so that the loss can weight corrupted pixels (Eq. 4).
 
@@ -31,7 +31,9 @@ def dominant_colour(crops: torch.Tensor, levels: int = 8) -> torch.Tensor:
     quantised = (crops.float().clamp(0, 1) * levels).long().clamp(max=levels - 1)  # (N, C, H, W)
     weights = levels ** torch.arange(channels - 1, -1, -1, device=crops.device)
     codes = (quantised * weights.view(1, -1, 1, 1)).sum(dim=1).flatten(1)  # (N, H*W) bin index per pixel
-    counts = torch.zeros(n, levels**channels, device=crops.device).scatter_add_(1, codes, torch.ones_like(codes, dtype=torch.float32))
+    counts = torch.zeros(n, levels**channels, device=crops.device).scatter_add_(
+        1, codes, torch.ones_like(codes, dtype=torch.float32)
+    )
     winner = counts.argmax(dim=1, keepdim=True)  # first maximum on ties
     in_bin = (codes == winner).unsqueeze(1)  # (N, 1, H*W)
     pixels = crops.flatten(2)
@@ -77,3 +79,39 @@ def add_masked_blocks(
     mask = inside.any(dim=1, keepdim=True)  # (N, 1, P, P)
     colour = dominant_colour(crops, levels)[..., None, None]  # (N, C, 1, 1)
     return torch.where(mask, colour, crops), mask
+
+
+class MaskedBlocks:
+    """Masked-block corruption of training crops, configured once (the model builds it in ``__init__``).
+
+    Args:
+        num_blocks: blocks per crop (paper: 1), at least 1.
+        block_size: block side in pixels (paper: 20), between 1 and ``patch_size``.
+        patch_size: side of the crops it will corrupt, to check ``block_size`` at construction.
+
+    Calling it with crops ``(N, C, P, P)`` returns ``(corrupted, mask)`` (see :func:`add_masked_blocks`).
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+
+    Example:
+        >>> corrupted, mask = MaskedBlocks(num_blocks=1, block_size=4, patch_size=16)(torch.zeros(2, 1, 16, 16))
+        >>> mask.sum(dim=(1, 2, 3)).tolist()
+        [16, 16]
+    """
+
+    def __init__(self, num_blocks: int = 1, block_size: int = 20, patch_size: int = 128) -> None:
+        if num_blocks < 1:
+            msg = f"num_blocks must be at least 1, got {num_blocks}"
+            raise ValueError(msg)
+        if not 0 < block_size <= patch_size:
+            msg = f"block_size must be between 1 and patch_size {patch_size}, got {block_size}"
+            raise ValueError(msg)
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+
+    def __call__(
+        self, crops: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, C, P, P)`` -> corrupted crops ``(N, C, P, P)`` and the painted pixels ``(N, 1, P, P)`` bool."""
+        return add_masked_blocks(crops, self.num_blocks, self.block_size, generator=generator)

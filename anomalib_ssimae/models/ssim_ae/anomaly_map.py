@@ -2,7 +2,9 @@
 
 The residual follows Rádli & Czúni (2021) Eq. 8 and Bergmann et al. (2019) §3: 1 - SSIM between an image and its
 reconstruction, per pixel. The image score is not defined by either paper (they evaluate pixels); the options here
-were compared on four datasets in ``benchmarks/results/image_scores.md``.
+were compared on four datasets in ``benchmarks/results/image_scores.md``. Optionally the map is divided by the
+residual that defect-free images show at each position (:class:`PositionNormalization`), which removes the raised
+residual along the image border and under uneven lighting (``benchmarks/results/position_normalization.md``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,60 @@ class SeparableGaussianBlur(nn.Module):
         return F.conv2d(rows, self.kernel.view(1, 1, 1, -1).to(maps.dtype))
 
 
+class PositionNormalization(nn.Module):
+    """Divide residual maps by the residual defect-free images show at each position.
+
+    Autoencoder residuals are not uniform over the image: patch edges, fewer overlapping patches near the border and
+    uneven lighting raise them along the border (up to 1.33x the interior on BSData). After :meth:`fit` on the
+    residual maps of defect-free (training) images, ``forward`` multiplies a map by
+    ``weight = level / max(expected, floor * level)``, where ``expected`` is their mean map smoothed by a Gaussian of
+    ``sigma`` px and ``level`` its overall mean: a defect-free map becomes flat at its usual level, and ``floor``
+    caps the gain (at 1 / ``floor``) where defect-free images have almost no residual (saturated or blank areas).
+    Before :meth:`fit` the weight is 1. The weight is a buffer, so checkpoints and exported graphs carry it.
+
+    Args:
+        image_size: ``(height, width)`` of the maps, in pixels.
+        sigma: Gaussian sigma of the expected map, in pixels (4 was best of 0/4/16 on BSData and grid).
+        floor: lowest expected residual, as a fraction of ``level``, in (0, 1].
+
+    Shapes: ``(B, 1, H, W)`` -> ``(B, 1, H, W)``; a map of another size uses the weight resized bilinearly.
+
+    Example:
+        >>> normalization = PositionNormalization((32, 32), sigma=1.0)
+        >>> expected = torch.full((1, 1, 32, 32), 0.1)
+        >>> expected[..., :4] = 0.2  # a brighter left border
+        >>> normalization.fit(expected.expand(8, 1, 32, 32))
+        >>> flat = normalization(expected)
+        >>> round(float(flat[..., :2].mean() / flat[..., 16:].mean()), 2)
+        1.0
+    """
+
+    def __init__(self, image_size: tuple[int, int], sigma: float = 4.0, floor: float = 0.25) -> None:
+        super().__init__()
+        if not 0 < floor <= 1:
+            msg = f"floor must be in (0, 1], got {floor}"
+            raise ValueError(msg)
+        self.floor = floor
+        self.blur = SeparableGaussianBlur(sigma)
+        self.register_buffer("weight", torch.ones(1, 1, *image_size))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, residual_maps: torch.Tensor) -> None:
+        """Set the weight from residual maps ``(N, 1, H, W)`` of defect-free images (``H, W`` = ``image_size``)."""
+        expected = self.blur(residual_maps.float().mean(dim=0, keepdim=True))
+        level = expected.mean()
+        self.weight.copy_(level / expected.clamp_min(self.floor * level))
+        self.fitted.fill_(True)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Weighted maps ``(B, 1, H, W)``."""
+        weight = self.weight
+        if weight.shape[-2:] != maps.shape[-2:]:
+            weight = F.interpolate(weight, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+        return maps * weight
+
+
 class AnomalyMapGenerator(nn.Module):
     """Residual map and image score from an image and its reconstruction.
 
@@ -84,6 +140,8 @@ class AnomalyMapGenerator(nn.Module):
         score_sigma: Gaussian sigma in pixels for ``"max"`` (default 16: the best image AUROC over the datasets
             compared in ``benchmarks/results/image_scores.md``).
         score_fraction: fraction of pixels in (0, 1] for ``"top_mean"``.
+        position_normalization: ``(height, width)`` of the maps to add a :class:`PositionNormalization` (applied
+            before the score), or ``None`` for the plain residual (the papers' map).
 
     ``forward(image, reconstruction)``: ``(B, C, H, W)`` each, in [0, 1] -> ``(anomaly_map (B, 1, H, W) float32,
     pred_score (B,) float32)``, both in the residual's range (e.g. [0, 2] for SSIM).
@@ -98,6 +156,7 @@ class AnomalyMapGenerator(nn.Module):
         score: str = "max",
         score_sigma: float = 16.0,
         score_fraction: float = 0.01,
+        position_normalization: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if residual not in RESIDUALS:
@@ -114,6 +173,16 @@ class AnomalyMapGenerator(nn.Module):
         self.score_sigma = score_sigma
         self.score_fraction = score_fraction
         self.blur = SeparableGaussianBlur(score_sigma)
+        self.position = PositionNormalization(position_normalization) if position_normalization else None
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` if maps of ``height x width`` pixels are too small for the ``"max"`` score's blur."""
+        if self.score == "max" and min(height, width) <= self.blur.radius:
+            msg = (
+                f"score_sigma {self.score_sigma} is too large for image_size {height} x {width}: the smoothing "
+                f"kernel radius ({self.blur.radius} px) must be smaller than every image side"
+            )
+            raise ValueError(msg)
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B,)`` (see the class docstring)."""
@@ -125,7 +194,13 @@ class AnomalyMapGenerator(nn.Module):
         k = max(1, round(flat.shape[1] * self.score_fraction))
         return flat.topk(k, dim=1).values.mean(dim=1)
 
+    def position_free_map(self, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """The residual map ``(B, 1, H, W)`` before any position normalisation (what that normalisation is fitted on)."""
+        return residual_map(image, reconstruction, self.residual)
+
     def forward(self, image: torch.Tensor, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly map and image score (see the class docstring)."""
-        anomaly_map = residual_map(image, reconstruction, self.residual)
+        anomaly_map = self.position_free_map(image, reconstruction)
+        if self.position is not None:
+            anomaly_map = self.position(anomaly_map)
         return anomaly_map, self.image_score(anomaly_map)

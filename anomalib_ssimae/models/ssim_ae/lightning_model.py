@@ -1,59 +1,44 @@
 """SSIM-AE as an anomalib model: Bergmann et al. (2019), with the training recipe of Rádli & Czúni (2021) §5.
 
-Training takes random ``patch_size`` crops on the fly from the resized defect-free images (rotation, flips; see
-:mod:`anomalib_ssimae.data.augmentation`), ``crops_per_epoch`` of them per epoch in batches of ``batch_size``,
-and minimises the SSIM loss (Eq. 7) with Adam. Validation logs the same loss on the defect-free validation
-images as ``val_loss`` (for ``EarlyStopping``/``ModelCheckpoint``) and feeds anomaly maps to anomalib's
-post-processor. Test, predict and export use the tiled inference of :class:`SsimAeModel`.
+Training takes random ``patch_size`` crops on the fly from the resized defect-free images
+(:class:`~anomalib_ssimae.data.augmentation.CropSampler`), ``crops_per_epoch`` of them per epoch in batches of
+``batch_size``, and minimises the SSIM loss (Eq. 7) with Adam. Validation logs the same loss on the defect-free
+validation images as ``val_loss`` and feeds anomaly maps to anomalib's post-processor. Test, predict and export use
+the tiled inference of :class:`~anomalib_ssimae.models.ssim_ae.torch_model.SsimAeModel`.
+
+Longer than the package's 250-line guide because the class docstring documents every argument (it is the CLI's
+``--help``) and the signature lists them one per line; the logic is about 150 lines.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.deploy import CompressionType
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
-from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
-from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, say
+from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, ValidationMonitor, say
+from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedule, updates_for_images
 from anomalib_ssimae.components.ssim import ssim_map
-from anomalib_ssimae.data.augmentation import sample_patches
-from anomalib_ssimae.data.corruption import add_masked_blocks
-from anomalib_ssimae.data.validation import check_image_files
-from anomalib_ssimae.deploy import write_export_metadata
+from anomalib_ssimae.data.augmentation import CropSampler
+from anomalib_ssimae.data.corruption import MaskedBlocks
+from anomalib_ssimae.data.images import check_datamodule_images
+from anomalib_ssimae.deploy.export import CalibratedExportMixin
+from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
-from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_ENCODER, SsimAeModel, to_model_channels
-from anomalib_ssimae.post_processing import DefectFreePostProcessor
+from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction, to_model_channels
 from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.visualization import ReconstructionVisualizer
-
-logger = logging.getLogger(__name__)
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def updates_for_images(images_before: int, batch_images: int, total_images: int, total_updates: int) -> int:
-    """Optimiser steps for one image batch, in proportion to its images, so that every training image gives about
-    the same number of crops per epoch (a short last batch gets fewer steps).
-
-    Example: 40 images in batches of 32 and 8, 20 steps per epoch -> 16 and 4 steps (sum 20).
-    """
-    done = images_before * total_updates // total_images
-    return (images_before + batch_images) * total_updates // total_images - done
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -63,59 +48,10 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if len(image_size) != 2:
         msg = f"image_size must be an int or [height, width], got {image_size!r}"
         raise ValueError(msg)
-    height, width = image_size
-    return int(height), int(width)
+    return int(image_size[0]), int(image_size[1])
 
 
-def _check_arguments(arguments: dict[str, Any]) -> None:
-    """Reject values that would fail only later in training, with the argument's name."""
-    at_least_one = ("latent_dim", "crops_per_epoch", "batch_size", "num_blocks", "patch_size")
-    for name in at_least_one:
-        if arguments[name] < 1:
-            msg = f"{name} must be at least 1, got {arguments[name]}"
-            raise ValueError(msg)
-    if arguments["lr_step_size"] is not None and arguments["lr_step_size"] < 1:
-        msg = f"lr_step_size must be None or at least 1, got {arguments['lr_step_size']}"
-        raise ValueError(msg)
-    if arguments["lr_schedule"] not in LR_SCHEDULES:
-        msg = f"lr_schedule must be one of {LR_SCHEDULES}, got {arguments['lr_schedule']!r}"
-        raise ValueError(msg)
-    if arguments["lr_schedule"] == "cosine" and arguments["lr_step_size"] is not None:
-        msg = "lr_schedule 'cosine' and lr_step_size (StepLR) exclude each other: set one"
-        raise ValueError(msg)
-    if arguments["warmup_crops"] < 0:
-        msg = f"warmup_crops must be >= 0, got {arguments['warmup_crops']}"
-        raise ValueError(msg)
-    training_precision(arguments["train_precision"])  # raises on an unknown value
-    for name in ("rotation_prob", "hflip_prob", "vflip_prob"):
-        if not 0 <= arguments[name] <= 1:
-            msg = f"{name} is a probability and must be in [0, 1], got {arguments[name]}"
-            raise ValueError(msg)
-
-
-class WarmupCosine:
-    """Learning-rate factor per optimiser step: linear warm-up over ``warmup`` steps, then cosine decay to 0 at
-    ``total`` steps, or earlier when ``time_fraction`` (the share of a time budget used) is further along than the
-    share of steps done: the position is then ``time_fraction * total`` steps. On a machine fast enough to finish
-    the steps within the time budget the steps are always further along, so the schedule does not depend on timing.
-
-    Example: ``WarmupCosine(10, 110)`` gives 0.1 at step 0, 1.0 at step 9, 0.5 at step 60 and 0.0 from step 110;
-    at step 20 with half the time budget used it gives the factor of step 55.
-    """
-
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup = warmup
-        self.total = max(total, warmup + 1)
-
-    def __call__(self, step: int, time_fraction: float = 0.0) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        position = max(step, time_fraction * self.total)
-        progress = (position - self.warmup) / (self.total - self.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-class SsimAe(AnomalibModule):
+class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule):
     """SSIM autoencoder (SSIM-AE) for unsupervised defect segmentation.
 
     Args:
@@ -125,6 +61,8 @@ class SsimAe(AnomalibModule):
         stride: inference patch stride in pixels (paper: 32); the last patches are aligned to the border.
         in_channels: 1 (grayscale, converted inside the model) or 3.
         latent_dim: bottleneck size ``d`` (paper: 100 for textures, 500 for the CPU parts).
+        network: ``"ssim_ae"`` (Bergmann et al. Table 1) or ``"extended"`` (Rádli & Czúni Table 2); the variants
+            set it (see :data:`~anomalib_ssimae.models.ssim_ae.network.NETWORKS`).
         loss: ``"ssim"`` (Eq. 7), ``"l2"`` or ``"ssim_l1"``.
         l1_weight: weight of the L1 term of ``"ssim_l1"``.
         residual: anomaly map: ``"ssim"`` (1 - SSIM map, Eq. 8), ``"l2"`` or ``"ssim_l2"``.
@@ -134,6 +72,12 @@ class SsimAe(AnomalibModule):
         score_sigma: Gaussian sigma in pixels for ``score: max``. The default 16 had the best image AUROC across the
             datasets compared (``benchmarks/results/image_scores.md``; sigma 4, used before, scored the border band).
         score_fraction: fraction of pixels for ``score: top_mean``.
+        position_normalization: divide the anomaly map by the residual that defect-free training images show at
+            each position, re-estimated from up to ``position_images`` training images at the start of every
+            validation (or of test/predict when there was none) and saved in the checkpoint. It removes the raised
+            residual along the image border and under uneven lighting; ``benchmarks/results/position_normalization.md``
+            has its effect per dataset. ``False`` (default) is the papers' map.
+        position_images: training images for ``position_normalization`` (evenly spaced over the training set).
         crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
         batch_size: crops per optimiser step (paper: 128). The datamodule's ``train_batch_size`` only sets how many
             images the crops of one training step are drawn from.
@@ -162,17 +106,27 @@ class SsimAe(AnomalibModule):
         alpha, beta: loss weights of corrupted and clean pixels (paper: 1, 1).
         seed: seeds Python, NumPy and torch (``lightning.seed_everything``) when the model is built, so the weight
             initialisation, the data order and the crops are reproducible: anomalib 2.7's CLI accepts
-            ``seed_everything`` but never applies it. ``None`` leaves the random state alone.
+            ``seed_everything`` but never applies it. ``None`` leaves the random state alone, and so does
+            ``load_from_checkpoint``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
             defaults (resize only; anomalib's PostProcessor with F1-adaptive thresholds; image AUROC/F1Max, pixel
             AUROC/AUPRO/F1; :class:`ReconstructionVisualizer`). For thresholds from defect-free images only, pass
             :class:`~anomalib_ssimae.post_processing.DefectFreePostProcessor`.
 
+    Raises:
+        ValueError: naming the argument, for values that would otherwise fail later in training.
+
+    Example:
+        >>> model = SsimAe(image_size=[208, 512], latent_dim=100, visualizer=False)
+        >>> model.eval().model(torch.rand(1, 3, 208, 512)).anomaly_map.shape
+        torch.Size([1, 1, 208, 512])
+
+    See Also:
+        :class:`~anomalib_ssimae.models.ssim_ae.torch_model.SsimAeModel` (tiled inference),
+        :class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.AnomalyMapGenerator` (map and score).
+
     Source: Bergmann et al., VISAPP 2019 (arXiv 1807.02011); Rádli & Czúni, WSCG 2021, §3 and §5.
     """
-
-    encoder: tuple = SSIM_AE_ENCODER  # network architecture; the extended variants override these two
-    output_kernel: int | None = None
 
     def __init__(
         self,
@@ -181,12 +135,15 @@ class SsimAe(AnomalibModule):
         stride: int = 32,
         in_channels: int = 1,
         latent_dim: int = 100,
+        network: str = "ssim_ae",
         loss: str = "ssim",
         l1_weight: float = 1.0,
         residual: str = "ssim",
         score: str = "max",
         score_sigma: float = 16.0,
         score_fraction: float = 0.01,
+        position_normalization: bool = False,
+        position_images: int = 64,
         crops_per_epoch: int = 10_000,
         batch_size: int = 128,
         rotation_prob: float = 0.3,
@@ -212,51 +169,41 @@ class SsimAe(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Any = True,  # anomalib's Visualizer | bool
     ) -> None:
-        _check_arguments(locals())
+        for name, value in (("crops_per_epoch", crops_per_epoch), ("position_images", position_images)):
+            if value < 1:
+                msg = f"{name} must be at least 1, got {value}"
+                raise ValueError(msg)
+        check_schedule(lr_schedule, lr_step_size, warmup_crops)
+        training_precision(train_precision)  # raises on an unknown value
+        self.crop_sampler = CropSampler(batch_size, patch_size, rotation_prob, max_rotation, hflip_prob, vflip_prob)
+        self.corruption = MaskedBlocks(num_blocks, block_size, patch_size) if denoising else None
         if seed is not None:
             seed_everything(seed, workers=True, verbose=False)
-        height, width = _size(image_size)
-        if min(height, width) < patch_size:
-            msg = f"image_size {height} x {width} is smaller than patch_size {patch_size}: every side must be >= it"
-            raise ValueError(msg)
-        self._image_size = (height, width)  # read by configure_pre_processor inside super().__init__
+        self._image_size = _size(image_size)  # read by configure_pre_processor inside super().__init__
         super().__init__(
-            pre_processor=pre_processor,
-            post_processor=post_processor,
-            evaluator=evaluator,
-            visualizer=visualizer,
+            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
         )
-        if denoising and not 0 < block_size <= patch_size:
-            msg = f"block_size must be between 1 and patch_size {patch_size}, got {block_size}"
-            raise ValueError(msg)
         self.model = SsimAeModel(
-            in_channels=in_channels,
-            latent_dim=latent_dim,
-            patch_size=patch_size,
-            stride=stride,
-            residual=residual,
-            score=score,
-            score_sigma=score_sigma,
-            score_fraction=score_fraction,
-            encoder=self.encoder,
-            output_kernel=self.output_kernel,
+            in_channels,
+            latent_dim,
+            patch_size,
+            stride,
+            residual,
+            score,
+            score_sigma,
+            score_fraction,
+            network,
+            self._image_size if position_normalization else None,
         )
-        radius = self.model.anomaly_map_generator.blur.radius
-        if score == "max" and min(height, width) <= radius:
-            msg = (f"score_sigma {score_sigma} is too large for image_size {height} x {width}: the smoothing kernel "
-                   f"radius ({radius} px) must be smaller than every image side")
-            raise ValueError(msg)
+        self.model.tiler.check_size(*self._image_size)
+        self.model.anomaly_map_generator.check_size(*self._image_size)
         if channels_last:
             self.model.network.to(memory_format=torch.channels_last)
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
-        self._warned_no_good_val = False
-        self._warned_f1_without_defects = False
-        self._val_defective = 0
         self._images_seen = 0
         self._bf16 = False  # set at fit start from train_precision and the device
-        self._schedule: WarmupCosine | None = None  # set at fit start for lr_schedule "cosine"
-        self._timer: Timer | None = None  # Lightning's, when trainer.max_time is set (fit start)
+        self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -264,8 +211,8 @@ class SsimAe(AnomalibModule):
 
         Bilinear without antialiasing, in the dataloader as in the exported graph: anomalib exports Resize with
         ``antialias=False`` anyway, and OpenVINO ignores ONNX's antialias flag (0.29 max difference on a 512 -> 256
-        resize, ``benchmarks/resize_parity.py``), so one resize everywhere is what makes exported maps equal to tested ones. For a 2x
-        reduction (512 -> 256) it is exactly a 2 x 2 mean.
+        resize, ``benchmarks/resize_parity.py``), so one resize everywhere makes exported maps equal to tested ones.
+        For a 2x reduction (512 -> 256) it is exactly a 2 x 2 mean.
         """
         return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=False)]))
 
@@ -288,9 +235,9 @@ class SsimAe(AnomalibModule):
         return ReconstructionVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """anomalib's components, :class:`RunSummary` (prints where logs and results are) and
-        :class:`PredictionRecords` (JSON lines for ``anomalib predict``)."""
-        return [*super().configure_callbacks(), RunSummary(), PredictionRecords()]
+        """anomalib's components plus :class:`RunSummary`, :class:`PredictionRecords` and
+        :class:`ValidationMonitor` (:mod:`anomalib_ssimae.callbacks`)."""
+        return [*super().configure_callbacks(), RunSummary(), PredictionRecords(), ValidationMonitor()]
 
     @property
     def learning_type(self) -> LearningType:
@@ -302,152 +249,101 @@ class SsimAe(AnomalibModule):
         """No gradient clipping (manual optimisation), no sanity validation."""
         return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Ignore the evaluator's entries: they hold metric settings (e.g. AUPRO's ``fpr_limit``), not weights,
-        and differ whenever a checkpoint is reloaded with another evaluator; drop the score-blur kernel that 0.1.0
-        checkpoints saved (it is now derived from ``score_sigma``).
-        """
-        own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
-        state_dict = {
-            k: v for k, v in state_dict.items() if not k.startswith("evaluator.") and not k.endswith("blur.kernel")
-        } | own
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
-        ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
-        old = self.post_processor
-        if ("post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {}) and old is not None
-                and not isinstance(old, DefectFreePostProcessor)):
-            self.post_processor = DefectFreePostProcessor(**(checkpoint.get("anomalib_post_processor_config") or {}))
-            # `trainer.predict/test/fit(ckpt_path=...)` registered the old one as a callback before loading
-            trainer = self._trainer
-            if trainer is not None:
-                trainer.callbacks[:] = [self.post_processor if cb is old else cb for cb in trainer.callbacks]
-        super().on_load_checkpoint(checkpoint)
-
-    # ------------------------------------------------------------------ export
-    def to_onnx(self, export_root: Path | str, model_file_name: str = "model",
-                input_size: tuple[int, int] | None = None, **kwargs: Any) -> Path:
-        """anomalib's ONNX export with opset 18 by default (the stitching uses Col2Im, opset >= 18), plus
-        ``calibration.json`` beside the model (:func:`anomalib_ssimae.deploy.export_metadata`)."""
-        kwargs.setdefault("opset_version", 18)
-        path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-        say(f"export metadata: {write_export_metadata(self, path.parent)}")
-        return path
-
-    def to_openvino(self, export_root: Path | str, model_file_name: str = "model",
-                    input_size: tuple[int, int] | None = None, compression_type: CompressionType | None = None,
-                    *args: Any, **kwargs: Any) -> Path:
-        """anomalib's OpenVINO export plus ``calibration.json``. fp16 compression also rounds the baked thresholds
-        and normalisation constants (a score moved 0.59 -> 0.67 in a trial), hence the warning."""
-        if compression_type == CompressionType.FP16:
-            logger.warning(
-                "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
-                "and masks (see README, Deployment); run the f32 model with INFERENCE_PRECISION_HINT f32 instead.",
-            )
-        path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
-        say(f"export metadata: {write_export_metadata(self, path.parent)}")
-        return path
-
-    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
-        """anomalib's pickled torch export plus ``calibration.json``."""
-        path = super().to_torch(export_root, model_file_name)
-        say(f"export metadata: {write_export_metadata(self, path.parent)}")
-        return path
-
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> Any:
-        """Adam (paper: lr 2e-4), optional StepLR per epoch or warm-up + cosine decay per optimiser step."""
+        """Adam (paper: lr 2e-4), optional StepLR per epoch; the cosine schedule is set per step in training."""
         optimizer = torch.optim.Adam(
-            self.model.parameters(),
-            lr=self.hparams.learning_rate,
-            weight_decay=self.hparams.weight_decay,
+            self.model.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
         )
         if self.hparams.lr_step_size is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.lr_step_size, self.hparams.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    def _total_updates(self) -> int:
-        """Optimiser steps of the whole training, for the cosine schedule.
-
-        Raises:
-            ValueError: if the trainer sets neither ``max_steps`` nor ``max_epochs``.
-        """
-        per_epoch = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
-        limits = []
-        if self.trainer.max_steps is not None and self.trainer.max_steps > 0:
-            limits.append(self.trainer.max_steps)
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            limits.append(self.trainer.max_epochs * per_epoch)
-        if not limits:
-            msg = "lr_schedule 'cosine' needs the training length: set trainer.max_epochs or trainer.max_steps"
-            raise ValueError(msg)
-        return min(limits)
-
-    def _check_images(self, *splits: str) -> None:
-        """Decode every image of the datamodule's given splits; a bad file raises an error naming it."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        for split in splits:
-            dataset = getattr(datamodule, split, None) if datamodule is not None else None
-            samples = getattr(dataset, "samples", None)
-            if samples is not None and "image_path" in samples:
-                check_image_files(samples["image_path"])
-
     def on_fit_start(self) -> None:
-        """Check the training and validation images before the first step; choose the training precision; size
-        the cosine schedule."""
-        self._check_images("train_data", "val_data")
+        """Check the training and validation images; choose the training precision; size the cosine schedule."""
+        check_datamodule_images(self.trainer.datamodule, "train_data", "val_data")
         if self.hparams.lr_schedule == "cosine":
-            warmup = math.ceil(self.hparams.warmup_crops / self.hparams.batch_size)
-            self._schedule = WarmupCosine(warmup, self._total_updates())
-            self._timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
-            if warmup >= self._schedule.total:
-                warnings.warn(f"warmup_crops ({self.hparams.warmup_crops}) is as long as the whole training: the "
-                              "learning rate never reaches its peak", stacklevel=1)
+            self._schedule = CosineLearningRate(
+                self.hparams.learning_rate,
+                self.hparams.warmup_crops,
+                self.hparams.batch_size,
+                self.hparams.crops_per_epoch,
+            )
+            self._schedule.start(self.trainer)
         precision = training_precision(self.hparams.train_precision, self.device.type)
         self._bf16 = precision == "bf16-mixed"
         units = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}) if self.device.type == "cpu" else []
-        say(f"training precision: {precision} (train_precision={self.hparams.train_precision}; "
-            f"{self.device.type}{' bf16 units: ' + ', '.join(units) if units else ''})")
+        say(
+            f"training precision: {precision} (train_precision={self.hparams.train_precision}; "
+            f"{self.device.type}{' bf16 units: ' + ', '.join(units) if units else ''})"
+        )
 
     def on_test_start(self) -> None:
-        """Check the test images."""
-        self._check_images("test_data")
+        """Check the test images; estimate the position normalisation if needed."""
+        check_datamodule_images(self.trainer.datamodule, "test_data")
+        self._ensure_position_normalization()
+
+    def on_predict_start(self) -> None:
+        """Estimate the position normalisation if needed."""
+        self._ensure_position_normalization()
+
+    @torch.no_grad()
+    def fit_position_normalization(self) -> bool:
+        """Estimate the expected defect-free residual per position from up to ``position_images`` training images
+        of the trainer's datamodule (evenly spaced, pre-processed as in training). Returns ``False`` when the model
+        has no position normalisation or there are no training images at hand."""
+        position = self.model.anomaly_map_generator.position
+        dataset = getattr(getattr(self._trainer, "datamodule", None), "train_data", None)
+        if position is None or dataset is None or len(dataset) == 0:
+            return False
+        count = min(len(dataset), self.hparams.position_images)
+        indices = sorted({i * len(dataset) // count for i in range(count)})
+        maps = []
+        for start in range(0, len(indices), 8):
+            images = torch.cat(
+                [self.pre_processor.transform(dataset[i].image[None]) for i in indices[start : start + 8]]
+            )
+            tiled = self.model.reconstruct(images.to(self.device))
+            maps.append(self.model.anomaly_map_generator.position_free_map(tiled.inputs, tiled.reconstruction))
+        position.fit(torch.cat(maps))
+        return True
+
+    def on_validation_start(self) -> None:
+        """Re-estimate the position normalisation with the current network, before the validation maps."""
+        self.fit_position_normalization()
+
+    def _ensure_position_normalization(self) -> None:
+        """Test/predict: estimate the position normalisation if no validation did (or warn that it cannot)."""
+        position = self.model.anomaly_map_generator.position
+        if position is not None and not bool(position.fitted) and not self.fit_position_normalization():
+            warnings.warn(
+                "position_normalization is on but was never estimated (no validation ran and no training "
+                "images are at hand): the anomaly maps are not normalised",
+                stacklevel=1,
+            )
 
     def on_train_epoch_start(self) -> None:
         """Count the images of the epoch, to spread the optimiser steps over them."""
         self._images_seen = 0
 
-    def _updates_for_batch(self, batch_images: int) -> int:
-        """Optimiser steps for this image batch (see :func:`updates_for_images`)."""
-        total_updates = math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size)
-        total_images = len(self.trainer.train_dataloader.dataset)
-        steps = updates_for_images(self._images_seen, batch_images, total_images, total_updates)
-        self._images_seen += batch_images
-        return steps
-
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
-        """Draw augmented crops from the batch images and take optimiser steps on the reconstruction loss."""
+        """Draw augmented crops from the batch images and take optimiser steps on the reconstruction loss
+        (:func:`~anomalib_ssimae.components.schedule.updates_for_images` of them)."""
+        del batch_idx
         optimizer = self.optimizers()
         images = to_model_channels(batch.image, self.model.in_channels)
+        steps = updates_for_images(
+            self._images_seen,
+            len(images),
+            len(self.trainer.train_dataloader.dataset),
+            math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size),
+        )
+        self._images_seen += len(images)
         loss = None
-        del batch_idx
-        for _ in range(self._updates_for_batch(len(images))):
-            crops = sample_patches(
-                images,
-                self.hparams.batch_size,
-                self.hparams.patch_size,
-                self.hparams.rotation_prob,
-                self.hparams.max_rotation,
-                self.hparams.hflip_prob,
-                self.hparams.vflip_prob,
-            )
-            mask = None
-            network_input = crops
-            if self.hparams.denoising:
-                network_input, mask = add_masked_blocks(crops, self.hparams.num_blocks, self.hparams.block_size)
+        for _ in range(steps):
+            crops = self.crop_sampler(images)
+            network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:
                 network_input = network_input.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
@@ -456,22 +352,10 @@ class SsimAe(AnomalibModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self._schedule is not None:
-                self._set_learning_rate(optimizer)
+                self._schedule.apply(optimizer, self.trainer.global_step)
             optimizer.step()
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
-
-    def _set_learning_rate(self, optimizer: Any) -> None:
-        """Cosine schedule from the optimiser steps done (so a resumed run continues it) and, when
-        ``trainer.max_time`` is set, from the share of that budget used: a run cut short by the time cap still
-        ends its decay instead of stopping at a high rate."""
-        time_fraction = 0.0
-        if self._timer is not None and self._timer.time_remaining() is not None:
-            elapsed = self._timer.time_elapsed()
-            time_fraction = elapsed / max(elapsed + self._timer.time_remaining(), 1e-9)
-        factor = self._schedule(self.trainer.global_step, time_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = self.hparams.learning_rate * factor
 
     def on_train_epoch_end(self) -> None:
         """Step the optional StepLR schedule (manual optimisation does not)."""
@@ -480,78 +364,43 @@ class SsimAe(AnomalibModule):
             scheduler.step()
 
     # ------------------------------------------------------------------ validation and test
-    def _reconstruct(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """Tiled reconstruction of the batch plus the mask of its defect-free images ``(B,)``."""
-        inputs, reconstruction, patches, reconstructed = self.model.reconstruct(batch.image)
-        good = torch.ones(len(inputs), dtype=torch.bool, device=inputs.device)
+    def _predict(self, batch: Batch) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
+        """Tiled reconstruction and anomaly map of the batch; the batch is updated with the map and score and
+        carries the reconstruction (``batch.reconstruction``, read by the callbacks and the visualizer). Also
+        returns the mask of its defect-free images ``(B,)``."""
+        tiled = self.model.reconstruct(batch.image)
+        good = torch.ones(len(batch.image), dtype=torch.bool, device=batch.image.device)
         if batch.gt_label is not None:
-            good = ~batch.gt_label.bool().to(inputs.device)
-        return inputs, reconstruction, patches, reconstructed, good
+            good = ~batch.gt_label.bool().to(good.device)
+        batch.update(**self.model.anomaly_prediction(tiled.inputs, tiled.reconstruction)._asdict())
+        batch.reconstruction = tiled.reconstruction
+        return batch, good, tiled
 
     def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
         defect-free validation images (defective ones are skipped; never corrupted)."""
-        inputs, reconstruction, patches, reconstructed, good = self._reconstruct(batch)
-        self._val_defective += int((~good).sum())
+        del batch_idx
+        batch, good, tiled = self._predict(batch)
         if good.any():
-            keep = good.repeat_interleave(len(patches) // len(inputs))
-            val_loss = self.loss(patches[keep], reconstructed[keep])
+            keep = good.repeat_interleave(len(tiled.input_patches) // len(good))
+            val_loss = self.loss(tiled.input_patches[keep], tiled.reconstructed_patches[keep])
             self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=int(good.sum()))
-        if batch_idx == 0:
-            self._log_reconstructions(inputs, reconstruction)
-        return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
+        return batch
 
     def test_step(self, batch: Batch, batch_idx: int, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Anomaly maps, plus the reconstruction quality of defect-free test images as in Rádli & Czúni Table 5:
         ``reconstruction_SSIM`` (mean SSIM, in [-1, 1]) and ``reconstruction_MSE`` (on the 0-255 scale)."""
         del batch_idx, args, kwargs
-        inputs, reconstruction, _, _, good = self._reconstruct(batch)
+        batch, good, tiled = self._predict(batch)
         if good.any():
-            image, rebuilt = inputs[good].float(), reconstruction[good].float()
+            image, rebuilt = tiled.inputs[good].float(), tiled.reconstruction[good].float()
             count = int(good.sum())
             self.log("reconstruction_SSIM", ssim_map(image, rebuilt).mean(), on_epoch=True, batch_size=count)
             self.log("reconstruction_MSE", ((image - rebuilt) * 255).pow(2).mean(), on_epoch=True, batch_size=count)
-        return batch.update(**self.model.anomaly_prediction(inputs, reconstruction)._asdict())
+        return batch
 
-    def on_validation_epoch_start(self) -> None:
-        """Count the epoch's defective validation images (for the threshold warning)."""
-        self._val_defective = 0
-
-    def on_validation_epoch_end(self) -> None:
-        """Warn once when no defect-free validation image exists (then val_loss is missing), and once when the
-        F1-adaptive threshold is in use without any defective validation image (it then flags almost everything)."""
-        post = self.post_processor
-        f1_adaptive = isinstance(post, PostProcessor) and not isinstance(post, DefectFreePostProcessor)
-        if f1_adaptive and post.enable_thresholding and self._val_defective == 0 and not self._warned_f1_without_defects:
-            self._warned_f1_without_defects = True
-            warnings.warn(
-                "The validation set has no defective images, but the thresholds come from anomalib's F1-adaptive "
-                "metric, which then falls back to the highest validation score: an operating point nobody chose. "
-                "Use post_processor: {class_path: anomalib_ssimae.post_processing.DefectFreePostProcessor} to set "
-                "them for a false-positive rate on defect-free images instead.",
-                stacklevel=1,
-            )
-        if "val_loss" not in self.trainer.callback_metrics and not self._warned_no_good_val:
-            self._warned_no_good_val = True
-            warnings.warn(
-                "The validation set has no defect-free images, so val_loss is not logged and EarlyStopping or "
-                "ModelCheckpoint monitoring val_loss cannot work. Give the datamodule defect-free validation images "
-                "(e.g. val_split_mode: from_test).",
-                stacklevel=1,
-            )
-
-    def _log_reconstructions(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> None:
-        """Show up to 4 validation images beside their reconstructions in TensorBoard, and warn on collapse."""
-        # A uniform reconstruction of a textured image after a few hundred steps is the collapse users report.
-        uniform = reconstruction.float().std(dim=(1, 2, 3)).max() < 1e-3 < inputs.float().std(dim=(1, 2, 3)).max()
-        if uniform and self.global_step >= 300:
-            logger.warning(
-                "Epoch %d, step %d: the reconstructions are uniform images (collapse); check the learning rate "
-                "and data.",
-                self.current_epoch,
-                self.global_step,
-            )
-        for log in self.loggers:
-            if isinstance(log, TensorBoardLogger):
-                pairs = torch.cat([inputs[:4], reconstruction[:4]], dim=3).float().clamp(0, 1)
-                log.experiment.add_images("val/image_and_reconstruction", pairs, self.current_epoch)
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:
+        """Anomaly map and score as ``forward`` computes them (and so the exported graph), plus the
+        reconstruction for the visualizer."""
+        del batch_idx, dataloader_idx
+        return self._predict(batch)[0]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from anomalib_ssimae.models.ssim_ae.lightning_model import SsimAe
-from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_EXTENDED_ENCODER
 
 
 class SsimAeExtended(SsimAe):
@@ -14,5 +15,5 @@ class SsimAeExtended(SsimAe):
     layer (authors' code). 7,188,165 parameters at 1 channel, d = 100. All arguments as :class:`SsimAe`.
     """
 
-    encoder = SSIM_AE_EXTENDED_ENCODER
-    output_kernel = 4
+    def __init__(self, network: str = "extended", **kwargs: Any) -> None:
+        super().__init__(network=network, **kwargs)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from anomalib_ssimae.models.ssim_ae.torch_model import SSIM_AE_EXTENDED_ENCODER
+from typing import Any
+
 from anomalib_ssimae.models.ssim_dae.lightning_model import SsimDae
 
 
 class SsimDaeExtended(SsimDae):
-    """The extended network of :class:`~anomalib_ssimae.SsimAeExtended` trained as :class:`~anomalib_ssimae.SsimDae`."""
+    """The extended network of :class:`~anomalib_ssimae.SsimAeExtended` trained as :class:`~anomalib_ssimae.SsimDae`.
 
-    encoder = SSIM_AE_EXTENDED_ENCODER
-    output_kernel = 4
+    All arguments as :class:`~anomalib_ssimae.SsimAe`; only ``network`` and ``denoising`` default differently.
+    """
+
+    def __init__(self, network: str = "extended", **kwargs: Any) -> None:
+        super().__init__(network=network, **kwargs)

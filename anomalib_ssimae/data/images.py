@@ -1,0 +1,88 @@
+"""Reading image files: the one reader for training checks, ``ssimae-predict`` and prediction records.
+
+anomalib 2.7 reads every image as 8-bit RGB (``PIL.Image.convert("RGB") / 255``): a truncated PNG fails inside a
+dataloader worker with ``OSError: image file is truncated`` and no file name, and a 16-bit image is clipped to a
+white image without a warning. :func:`read_rgb` reads exactly as anomalib does, but names the file and refuses
+what anomalib would get wrong; :func:`check_image_files` runs it over a dataset before training or testing starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Modes that anomalib's read_image (PIL convert("RGB") / 255) does not map to [0, 1] correctly.
+UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
+    """Read an image file as anomalib does.
+
+    Gray, RGB, RGBA (alpha dropped) and palette files become RGB.
+
+    Returns:
+        ``(H, W, 3)`` float32 RGB in [0, 1], and the RGB PIL image.
+
+    Raises:
+        ValueError: naming the file, if PIL cannot decode it (missing, empty, truncated, not an image), or if it has
+            16-bit or float pixels (anomalib's loader would clip those to white; convert them to 8 bits first).
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes the pixels: catches truncated files, which verify() lets through
+            mode = image.mode
+            rgb = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        msg = f"cannot read image {path}: {error}"
+        raise ValueError(msg) from error
+    if mode in UNSUPPORTED_MODES:
+        msg = (
+            f"image {path} has PIL mode {mode} (16-bit or float); anomalib reads 8-bit images and would clip "
+            "it to white. Convert it to 8 bits first, e.g. with PIL: image.point(lambda v: v / 256).convert('L')"
+        )
+        raise ValueError(msg)
+    return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
+
+
+def check_image_files(paths: Iterable[str | Path]) -> int:
+    """Read every image with :func:`read_rgb`; return how many were checked.
+
+    Raises:
+        ValueError: naming the first file that cannot be read or has more than 8 bits per channel.
+    """
+    count = 0
+    for path in paths:
+        read_rgb(path)
+        count += 1
+    return count
+
+
+def check_datamodule_images(datamodule: object, *splits: str) -> None:
+    """Run :func:`check_image_files` on the image paths of the datamodule's given splits (e.g. ``"train_data"``),
+    where the datamodule has them (anomalib's datasets keep them in ``samples["image_path"]``)."""
+    for split in splits:
+        samples = getattr(getattr(datamodule, split, None), "samples", None)
+        if samples is not None and "image_path" in samples:
+            check_image_files(samples["image_path"])
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted.
+
+    Raises:
+        NotADirectoryError: if ``folder`` is not a folder.
+        FileNotFoundError: if it holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        msg = f"{folder}: not a folder"
+        raise NotADirectoryError(msg)
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        msg = f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        raise FileNotFoundError(msg)
+    return images

@@ -1,0 +1,67 @@
+"""Checkpoint compatibility of the SSIM-AE Lightning module: loading without side effects, across versions and
+with the post-processor the checkpoint was trained with."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
+
+
+@contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random state on exit."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+class CheckpointCompatibilityMixin:
+    """Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``.
+
+    - ``load_from_checkpoint`` leaves the caller's random state alone (the model's ``seed`` would reseed it);
+    - ``load_state_dict`` ignores the evaluator's entries (metric settings such as AUPRO's ``fpr_limit``, which
+      differ whenever a checkpoint is reloaded with another evaluator) and the score-blur kernel that 0.1.0
+      checkpoints saved (it is now derived from ``score_sigma``);
+    - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one.
+    """
+
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, without reseeding the caller's random state."""
+        with preserved_random_state():
+            return super().load_from_checkpoint(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict`` without the evaluator's entries and 0.1.0's blur kernel."""
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
+        state_dict = {
+            k: v for k, v in state_dict.items() if not k.startswith("evaluator.") and not k.endswith("blur.kernel")
+        } | own
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
+        ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
+        old = self.post_processor
+        if (
+            "post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {})
+            and old is not None
+            and not isinstance(old, DefectFreePostProcessor)
+        ):
+            self.post_processor = DefectFreePostProcessor(**(checkpoint.get("anomalib_post_processor_config") or {}))
+            # `trainer.predict/test/fit(ckpt_path=...)` registered the old one as a callback before loading
+            trainer = self._trainer
+            if trainer is not None:
+                trainer.callbacks[:] = [self.post_processor if cb is old else cb for cb in trainer.callbacks]
+        super().on_load_checkpoint(checkpoint)

@@ -1,0 +1,31 @@
+"""Paths and loaders shared by the tests. Every test uses only data inside this repository (the embedded
+``datasets/bsdata_pitting_mini``) or inputs it constructs, so the suite runs in a bare clone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO / "datasets"  # data.root of configs/data/quickstart.yaml
+EMBEDDED = DATASETS / "bsdata_pitting_mini"  # MVTec layout: 40 train/good, 12 test/good, 16 test/pitting (+ masks)
+MODEL_CONFIGS = REPO / "configs" / "model"
+DATA_CONFIGS = REPO / "configs" / "data"
+QUICKSTART = [MODEL_CONFIGS / "ssim_ae.yaml", DATA_CONFIGS / "quickstart.yaml"]  # the README's main job
+
+
+def config_args(*configs: Path) -> list[str]:
+    """``--config a --config b ...`` for anomalib's CLI (later files merge into earlier ones)."""
+    return [arg for config in configs for arg in ("--config", str(config))]
+
+
+def load_image(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
+    """Image file -> (1, 3, H, W) float32 in [0, 1], converted to ``mode`` first (``"L"``: three equal channels);
+    ``size`` is (height, width), bilinear."""
+    image = Image.open(path).convert(mode)
+    if size is not None:
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
