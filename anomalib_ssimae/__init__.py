@@ -7,4 +7,4 @@ Use the models from YAML as ``class_path: anomalib_ssimae.SsimAe`` (or ``SsimAeE
 from anomalib_ssimae.models import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
 
 __all__ = ["SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def say(message: str) -> None:
-    """Tell the user something (INFO on the package logger, printed unwrapped so that paths can be copied)."""
+    """Tell the user something: INFO on the package's logger. Under anomalib's CLI it appears twice, as anomalib
+    configures logging: plain on stderr (paths can be copied from there) and through Rich on stdout."""
     logger.info(message)
 
 

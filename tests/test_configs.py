@@ -35,7 +35,18 @@ DATASETS = {
 }
 SHARED = ("..", "shared", "datasets")  # data.root of the six dataset configs, relative to the repository root
 # model init_args that depend on the dataset: in the data configs only
-DATA_KEYS = {"image_size", "in_channels", "latent_dim", "rotation_prob", "max_rotation", "hflip_prob", "vflip_prob"}
+DATA_KEYS = {
+    "image_size",
+    "in_channels",
+    "latent_dim",
+    "rotation_prob",
+    "max_rotation",
+    "hflip_prob",
+    "vflip_prob",
+    "position_normalization",
+}
+# surfaces that fill the frame at fixed positions get the position normalisation; parts and resized crops do not
+POSITION_NORMALIZED = {"quickstart", "bsdata_pitting", "mvtec_ad_grid_mini"}
 
 
 def load(*configs: Path) -> AnomalibCLI:
@@ -91,6 +102,9 @@ def test_every_pair_loads_through_the_cli(model: str, data: str) -> None:
     hparams = cli.model.hparams
     assert (hparams.in_channels, hparams.latent_dim) == (in_channels, latent_dim)
     assert hparams.denoising == ("dae" in model)
+    assert hparams.network == ("extended" if "extended" in model else "ssim_ae")
+    assert hparams.position_normalization == (data in POSITION_NORMALIZED)
+    assert (cli.model.model.anomaly_map_generator.position is not None) == (data in POSITION_NORMALIZED)
     assert hparams.seed == 42  # reproducible weights, data order and crops (the CLI ignores seed_everything)
     assert (hparams.learning_rate, hparams.lr_schedule, hparams.batch_size) == (1e-3, "cosine", 16)  # model half
     trainer = cli.config.train.trainer

@@ -327,3 +327,24 @@ def test_calibrated_false_positive_rate_holds_on_held_out_images(trained: tuple[
     # both halves (measured 5 of 52)
     assert max(held_out_images) <= 0.2
     assert sum(held_out_images) / 2 == pytest.approx(0.1, abs=0.05)
+
+
+def test_command_line_names_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from anomalib_ssimae.deploy.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "model.xml"), str(tmp_path), str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert f"{tmp_path / 'model.xml'}: no such OpenVINO model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written before the model is found
+
+
+def test_module_entry_point_is_the_command() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalib_ssimae.deploy", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: ssimae-predict")

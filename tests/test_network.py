@@ -1,4 +1,4 @@
-"""The network of paper Table 1 / methods.md §2.2: parameter counts, shapes, value range."""
+"""The networks of Bergmann et al. Table 1 and Rádli & Czúni Table 2: parameter counts, shapes, value range."""
 
 import pytest
 import torch

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from anomalib.metrics.auroc import _AUROC
 
+from anomalib_ssimae import SsimAe
 from anomalib_ssimae.models.ssim_ae.anomaly_map import PositionNormalization
+from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel
+
+from .helpers import EMBEDDED, load_image
 
 HEIGHT, WIDTH, BAND = 96, 160, 16
 
@@ -79,3 +84,58 @@ def test_a_faint_defect_at_the_corner_is_still_found_and_one_in_the_centre_bette
     assert normalised_centre > raw_centre + 0.1
     assert normalised_corner > 0.85
     assert normalised_corner > raw_centre + 0.05
+
+
+def test_perfect_reconstructions_leave_the_weight_at_one() -> None:
+    normalization = PositionNormalization((HEIGHT, WIDTH))
+    normalization.fit(torch.zeros(4, 1, HEIGHT, WIDTH))
+    assert bool(normalization.fitted)
+    assert torch.equal(normalization.weight, torch.ones(1, 1, HEIGHT, WIDTH))
+
+
+def test_checkpoints_with_and_without_the_buffers_load_both_ways() -> None:
+    plain = SsimAe(image_size=[128, 160], visualizer=False)
+    normalized = SsimAe(image_size=[128, 160], position_normalization=True, visualizer=False)
+    normalized.load_state_dict(plain.state_dict())  # a 0.2.0 checkpoint: unfitted, fitted at test/predict
+    position = normalized.model.anomaly_map_generator.position
+    assert not bool(position.fitted)
+    assert torch.equal(position.weight, torch.ones(1, 1, 128, 160))
+    assert torch.equal(normalized.model.network.encoder[0].weight, plain.model.network.encoder[0].weight)
+    position.fit(torch.rand(2, 1, 128, 160, generator=torch.Generator().manual_seed(0)))
+    with pytest.warns(UserWarning, match="will not be normalised"):
+        plain.load_state_dict(normalized.state_dict())
+
+
+@torch.no_grad()
+def test_fitted_on_real_images_their_maps_are_flatter() -> None:
+    # An untrained network on real BSData images: its residual is far from uniform (border band 0.83x the interior)
+    torch.manual_seed(0)
+    model = SsimAeModel(position_normalization=(208, 512)).eval()
+    images = [load_image(path) for path in sorted((EMBEDDED / "train" / "good").glob("*.png"))[:4]]
+    model.fit_position_normalization(torch.cat(images[i : i + 2]) for i in (0, 2))
+    tiled = model.reconstruct(torch.cat(images))
+    raw = model.anomaly_map_generator.position_free_map(tiled.inputs, tiled.reconstruction)
+    normalized = model.anomaly_prediction(tiled.inputs, tiled.reconstruction).anomaly_map
+    band = torch.ones(208, 512, dtype=torch.bool)
+    band[BAND:-BAND, BAND:-BAND] = False
+
+    def ratio(maps: torch.Tensor) -> float:
+        return float(maps[..., band].mean() / maps[..., ~band].mean())
+
+    assert abs(ratio(raw) - 0.83) < 0.02
+    # the capped gain (4x, reached where this network reconstructs almost perfectly) leaves part of it
+    assert abs(ratio(normalized) - 1.0) < 0.5 * abs(ratio(raw) - 1.0)
+
+
+def test_a_checkpoint_of_another_image_size_loads_with_its_weight_resized() -> None:
+    small = SsimAe(image_size=[128, 320], position_normalization=True, visualizer=False)
+    profile = torch.linspace(1, 2, 320).expand(1, 1, 128, 320)
+    small.model.anomaly_map_generator.position.weight.copy_(profile)
+    large = SsimAe(image_size=[208, 512], position_normalization=True, visualizer=False)
+    with pytest.warns(UserWarning, match="resized"):
+        large.load_state_dict(small.state_dict())
+    weight = large.model.anomaly_map_generator.position.weight
+    assert weight.shape == (1, 1, 208, 512)
+    assert abs(float(weight[0, 0, 100, 0]) - 1.0) < 0.01  # the left edge stays the left edge
+    assert abs(float(weight[0, 0, 100, -1]) - 2.0) < 0.01
+    assert abs(float(weight[0, 0, 0, 256]) - 1.5) < 0.01

@@ -1,1 +1,1 @@
-"""Training-data augmentation."""
+"""Data: training crops (augmentation), masked-block corruption (denoising variants) and image-file reading."""

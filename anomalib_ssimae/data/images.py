@@ -19,6 +19,27 @@ UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def _open(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully (catches truncated files, which ``verify()`` lets through) and check its mode.
+
+    Raises:
+        ValueError: see :func:`read_rgb`.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        msg = f"cannot read image {path}: {error}"
+        raise ValueError(msg) from error
+    if image.mode in UNSUPPORTED_MODES:
+        msg = (
+            f"image {path} has PIL mode {image.mode} (16-bit or float); anomalib reads 8-bit images and would clip "
+            "it to white. Convert it to 8 bits first, e.g. with PIL: image.point(lambda v: v / 256).convert('L')"
+        )
+        raise ValueError(msg)
+    return image
+
+
 def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
     """Read an image file as anomalib does.
 
@@ -31,32 +52,19 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
         ValueError: naming the file, if PIL cannot decode it (missing, empty, truncated, not an image), or if it has
             16-bit or float pixels (anomalib's loader would clip those to white; convert them to 8 bits first).
     """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes the pixels: catches truncated files, which verify() lets through
-            mode = image.mode
-            rgb = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        msg = f"cannot read image {path}: {error}"
-        raise ValueError(msg) from error
-    if mode in UNSUPPORTED_MODES:
-        msg = (
-            f"image {path} has PIL mode {mode} (16-bit or float); anomalib reads 8-bit images and would clip "
-            "it to white. Convert it to 8 bits first, e.g. with PIL: image.point(lambda v: v / 256).convert('L')"
-        )
-        raise ValueError(msg)
+    rgb = _open(path).convert("RGB")
     return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
 
 
 def check_image_files(paths: Iterable[str | Path]) -> int:
-    """Read every image with :func:`read_rgb`; return how many were checked.
+    """Decode every image and check its mode as :func:`read_rgb` does; return how many were checked.
 
     Raises:
         ValueError: naming the first file that cannot be read or has more than 8 bits per channel.
     """
     count = 0
     for path in paths:
-        read_rgb(path)
+        _open(path)
         count += 1
     return count
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +158,10 @@ class CalibratedExportMixin:
     ) -> Path:
         """anomalib's OpenVINO export plus ``calibration.json``; warns on fp16 compression."""
         if compression_type == CompressionType.FP16:
-            logger.warning(
+            warnings.warn(
                 "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
                 "and masks (see README, Deployment); run the f32 model with INFERENCE_PRECISION_HINT f32 instead.",
+                stacklevel=2,
             )
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
         logger.info("export metadata: %s", write_export_metadata(self, path.parent))

@@ -5,6 +5,12 @@
 writes ``out/predictions.jsonl`` (one :func:`~anomalib_ssimae.deploy.records.prediction_record` per image) and
 ``out/overlays/<name>.png``. Thresholds can be changed at load time from ``calibration.json``
 (:func:`~anomalib_ssimae.deploy.export.normalized_cut`).
+
+Why not anomalib's ``OpenVINOInferencer`` (2.7): its pre-processing guesses the value range (it divides by 255 when
+the maximum exceeds 1) and the layout (it transposes when the last axis has 3 entries), it writes an
+``openvino_cache/`` folder into the working directory, and it returns the exported labels only. This detector feeds
+float32 ``(B, 3, H, W)`` as exported, with an explicit ``INFERENCE_PRECISION_HINT``, and re-cuts labels and masks at
+thresholds chosen after export.
 """
 
 from __future__ import annotations

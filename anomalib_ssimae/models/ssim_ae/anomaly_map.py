@@ -118,7 +118,8 @@ class PositionNormalization(nn.Module):
         """Set the weight from residual maps ``(N, 1, H, W)`` of defect-free images (``H, W`` = ``image_size``)."""
         expected = self.blur(residual_maps.float().mean(dim=0, keepdim=True))
         level = expected.mean()
-        self.weight.copy_(level / expected.clamp_min(self.floor * level))
+        if level > 0:  # all-zero maps (perfect reconstructions) leave the weight at 1
+            self.weight.copy_(level / expected.clamp_min(self.floor * level))
         self.fitted.fill_(True)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
@@ -201,6 +202,6 @@ class AnomalyMapGenerator(nn.Module):
     def forward(self, image: torch.Tensor, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly map and image score (see the class docstring)."""
         anomaly_map = self.position_free_map(image, reconstruction)
-        if self.position is not None:
+        if getattr(self, "position", None) is not None:  # torch exports of 0.2.0 pickled no such attribute
             anomaly_map = self.position(anomaly_map)
         return anomaly_map, self.image_score(anomaly_map)

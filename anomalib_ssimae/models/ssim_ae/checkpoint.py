@@ -3,7 +3,9 @@ with the post-processor the checkpoint was trained with."""
 
 from __future__ import annotations
 
+import os
 import random
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,14 +18,23 @@ from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
 @contextmanager
 def preserved_random_state() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's global random state on exit."""
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) random state and Lightning's seed variables on exit."""
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    environment = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     try:
         yield
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class CheckpointCompatibilityMixin:
@@ -32,7 +43,9 @@ class CheckpointCompatibilityMixin:
     - ``load_from_checkpoint`` leaves the caller's random state alone (the model's ``seed`` would reseed it);
     - ``load_state_dict`` ignores the evaluator's entries (metric settings such as AUPRO's ``fpr_limit``, which
       differ whenever a checkpoint is reloaded with another evaluator) and the score-blur kernel that 0.1.0
-      checkpoints saved (it is now derived from ``score_sigma``);
+      checkpoints saved (it is now derived from ``score_sigma``); a checkpoint without position-normalisation
+      buffers loads into a model with ``position_normalization`` (unfitted: test/predict then fit it), and one with
+      them into a model without (they are dropped, with a warning);
     - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one.
     """
 
@@ -43,11 +56,34 @@ class CheckpointCompatibilityMixin:
             return super().load_from_checkpoint(*args, **kwargs)
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict`` without the evaluator's entries and 0.1.0's blur kernel."""
-        own = {k: v for k, v in self.state_dict().items() if k.startswith("evaluator.")}
+        """``nn.Module.load_state_dict`` without the evaluator's entries and 0.1.0's blur kernel, tolerating the
+        position-normalisation buffers' presence or absence (see the class docstring)."""
+        own = self.state_dict()
+        extra = [k for k in state_dict if ".position." in k and k not in own]
+        if extra:
+            warnings.warn(
+                "the checkpoint has a position normalisation but this model was built without it "
+                "(position_normalization: false): its anomaly maps will not be normalised",
+                stacklevel=2,
+            )
+        kept = {
+            k: v for k, v in own.items() if k.startswith("evaluator.") or (".position." in k and k not in state_dict)
+        }
         state_dict = {
-            k: v for k, v in state_dict.items() if not k.startswith("evaluator.") and not k.endswith("blur.kernel")
-        } | own
+            k: v
+            for k, v in state_dict.items()
+            if not k.startswith("evaluator.") and not k.endswith("blur.kernel") and k not in extra
+        } | kept
+        for key in [k for k in state_dict if k.endswith(".position.weight") and k in own]:
+            if state_dict[key].shape != own[key].shape:  # another image_size than in training: positions scale
+                warnings.warn(
+                    f"the checkpoint's position normalisation is {tuple(state_dict[key].shape[-2:])} px, this model's "
+                    f"image_size is {tuple(own[key].shape[-2:])}: resized; pass the training configs to avoid this",
+                    stacklevel=2,
+                )
+                state_dict[key] = torch.nn.functional.interpolate(
+                    state_dict[key], size=own[key].shape[-2:], mode="bilinear", align_corners=False
+                )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

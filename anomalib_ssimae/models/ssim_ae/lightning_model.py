@@ -81,8 +81,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
         batch_size: crops per optimiser step (paper: 128). The datamodule's ``train_batch_size`` only sets how many
             images the crops of one training step are drawn from.
-        rotation_prob, max_rotation: probability and largest angle (degrees) of the rotation (paper: 0.3, 45).
-        hflip_prob, vflip_prob: flip probabilities (paper: 0.3 for textures, 0 for asymmetric parts).
+        rotation_prob: probability of rotating a crop (paper: 0.3).
+        max_rotation: largest rotation angle in degrees (paper: 45).
+        hflip_prob: horizontal flip probability (paper: 0.3 for textures, 0 for asymmetric parts).
+        vflip_prob: vertical flip probability (as ``hflip_prob``).
         learning_rate: Adam learning rate (paper: 2e-4).
         weight_decay: Adam weight decay (paper: 1e-5; authors' code: 0).
         lr_step_size: if set, StepLR every this many epochs (authors' code: 15, disabled by default).
@@ -102,16 +104,20 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             ``num_blocks`` squares of ``block_size`` pixels in its dominant colour, the network reconstructs the
             clean crop, and the loss weights corrupted pixels by ``alpha`` and the rest by ``beta``. Training only:
             validation, test, predict and export never corrupt. See :mod:`anomalib_ssimae.data.corruption`.
-        num_blocks, block_size: blocks per crop and their side in pixels (paper: 1, 20).
-        alpha, beta: loss weights of corrupted and clean pixels (paper: 1, 1).
+        num_blocks: masked blocks per crop (paper: 1).
+        block_size: side of a masked block in pixels (paper: 20).
+        alpha: loss weight of corrupted pixels (paper: 1).
+        beta: loss weight of clean pixels (paper: 1).
         seed: seeds Python, NumPy and torch (``lightning.seed_everything``) when the model is built, so the weight
             initialisation, the data order and the crops are reproducible: anomalib 2.7's CLI accepts
             ``seed_everything`` but never applies it. ``None`` leaves the random state alone, and so does
             ``load_from_checkpoint``.
-        pre_processor, post_processor, evaluator, visualizer: anomalib components; ``True`` uses this model's
-            defaults (resize only; anomalib's PostProcessor with F1-adaptive thresholds; image AUROC/F1Max, pixel
-            AUROC/AUPRO/F1; :class:`ReconstructionVisualizer`). For thresholds from defect-free images only, pass
+        pre_processor: anomalib component; ``True``: resize only (no ImageNet normalisation).
+        post_processor: anomalib component; ``True``: anomalib's PostProcessor with F1-adaptive thresholds. For
+            thresholds from defect-free images only, pass
             :class:`~anomalib_ssimae.post_processing.DefectFreePostProcessor`.
+        evaluator: anomalib component; ``True``: image AUROC/F1Max, pixel AUROC/AUPRO/F1.
+        visualizer: anomalib component; ``True``: :class:`ReconstructionVisualizer` (panel plus reconstruction).
 
     Raises:
         ValueError: naming the argument, for values that would otherwise fail later in training.
@@ -293,20 +299,17 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         """Estimate the expected defect-free residual per position from up to ``position_images`` training images
         of the trainer's datamodule (evenly spaced, pre-processed as in training). Returns ``False`` when the model
         has no position normalisation or there are no training images at hand."""
-        position = self.model.anomaly_map_generator.position
         dataset = getattr(getattr(self._trainer, "datamodule", None), "train_data", None)
-        if position is None or dataset is None or len(dataset) == 0:
+        if self.model.anomaly_map_generator.position is None or not dataset:
             return False
+        resize = getattr(self.pre_processor, "transform", None) or Resize(self._image_size, antialias=False)
         count = min(len(dataset), self.hparams.position_images)
         indices = sorted({i * len(dataset) // count for i in range(count)})
-        maps = []
-        for start in range(0, len(indices), 8):
-            images = torch.cat(
-                [self.pre_processor.transform(dataset[i].image[None]) for i in indices[start : start + 8]]
-            )
-            tiled = self.model.reconstruct(images.to(self.device))
-            maps.append(self.model.anomaly_map_generator.position_free_map(tiled.inputs, tiled.reconstruction))
-        position.fit(torch.cat(maps))
+        batches = (
+            torch.cat([resize(dataset[i].image[None]) for i in indices[start : start + 8]]).to(self.device)
+            for start in range(0, len(indices), 8)
+        )
+        self.model.fit_position_normalization(batches)
         return True
 
     def on_validation_start(self) -> None:
@@ -404,3 +407,24 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         reconstruction for the visualizer."""
         del batch_idx, dataloader_idx
         return self._predict(batch)[0]
+
+    def _drop_reconstruction(self, outputs: Any) -> None:
+        """Free the reconstruction the step attached, once the callbacks have used it (Lightning keeps predict
+        outputs, and would otherwise keep one reconstruction per image)."""
+        if outputs is not None and hasattr(outputs, "reconstruction"):
+            del outputs.reconstruction
+
+    def on_validation_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`_drop_reconstruction` (runs after the callbacks' hooks)."""
+        del args, kwargs
+        self._drop_reconstruction(outputs)
+
+    def on_test_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`_drop_reconstruction`."""
+        del args, kwargs
+        self._drop_reconstruction(outputs)
+
+    def on_predict_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`_drop_reconstruction`."""
+        del args, kwargs
+        self._drop_reconstruction(outputs)

@@ -7,6 +7,7 @@ residual map (1 - SSIM map, Eq. 8) -> anomaly score. All of it is in ``forward``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -108,6 +109,21 @@ class SsimAeModel(nn.Module):
         patches = self.tiler.tile(inputs)
         reconstructed = self.network(patches).to(inputs.dtype)
         return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
+
+    @torch.no_grad()
+    def fit_position_normalization(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit the position normalisation on resized defect-free images, given as batches ``(B, 3, H, W)`` in
+        [0, 1] (see :class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.PositionNormalization`).
+
+        Raises:
+            ValueError: if the model was built without position normalisation.
+        """
+        generator = self.anomaly_map_generator
+        if generator.position is None:
+            msg = "this model has no position normalisation (position_normalization=None)"
+            raise ValueError(msg)
+        maps = [generator.position_free_map(*self.reconstruct(images)[:2]) for images in batches]
+        generator.position.fit(torch.cat(maps))
 
     def anomaly_prediction(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> InferenceBatch:
         """Anomaly map ``(B, 1, H, W)`` and score ``(B,)`` from a reconstruction (:class:`AnomalyMapGenerator`)."""
