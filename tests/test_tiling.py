@@ -59,3 +59,18 @@ def test_grayscale_conversion_keeps_gray_values(gray_image: torch.Tensor) -> Non
     inputs, _, _, _ = model.reconstruct(gray_image)
     assert inputs.shape == (1, 1, 256, 256)
     assert (inputs - gray_image[:, :1]).abs().max() < 1e-6  # a gray image as RGB: channels equal
+
+
+def test_patches_in_chunks_give_the_same_map() -> None:
+    # 208 x 512 at stride 32: 52 patches per image, 104 for the batch; chunks of 7 leave a short last chunk
+    images = torch.rand(2, 3, 208, 512, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    whole = SsimAeModel(patch_batch_size=1000).eval()
+    chunked = SsimAeModel(patch_batch_size=7).eval()
+    chunked.load_state_dict(whole.state_dict())
+    with torch.no_grad():
+        expected, result = whole(images), chunked(images)
+    assert (result.anomaly_map - expected.anomaly_map).abs().max() < 1e-5
+    assert torch.allclose(result.pred_score, expected.pred_score, atol=1e-6)
+    with pytest.raises(ValueError, match="patch_batch_size must be at least 1"):
+        SsimAeModel(patch_batch_size=0)

@@ -69,6 +69,8 @@ class SsimAeModel(nn.Module):
             :data:`~anomalib_ssimae.models.ssim_ae.network.NETWORKS`.
         position_normalization: ``(height, width)`` of the anomaly maps to divide them by the defect-free residual
             per position (:class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.PositionNormalization`), or ``None``.
+        patch_batch_size: patches per network call at inference, which bounds the memory of large images and eval
+            batches (the network's activations take about 1.1 MiB per 128 px SSIM-AE patch); at least 1.
 
     ``forward`` in training mode maps crops ``(N, 3 or C, P, P)`` to ``(inputs, reconstruction)``, both
     ``(N, in_channels, P, P)``. In eval mode it maps resized images ``(B, 3, H, W)`` in [0, 1], ``H, W >= patch_size``
@@ -90,8 +92,13 @@ class SsimAeModel(nn.Module):
         score_fraction: float = 0.01,
         network: str = "ssim_ae",
         position_normalization: tuple[int, int] | None = None,
+        patch_batch_size: int = 256,
     ) -> None:
         super().__init__()
+        if patch_batch_size < 1:
+            msg = f"patch_batch_size must be at least 1, got {patch_batch_size}"
+            raise ValueError(msg)
+        self.patch_batch_size = patch_batch_size
         if network not in NETWORKS:
             msg = f"network must be one of {sorted(NETWORKS)}, got {network!r}"
             raise ValueError(msg)
@@ -102,12 +109,21 @@ class SsimAeModel(nn.Module):
         self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, *NETWORKS[network])
         self.tiler = PatchTiler(patch_size, stride)
 
+    def _reconstruct_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The network on ``(N, C, P, P)`` patches, ``patch_batch_size`` at a time: the activations of all patches at
+        once grow with image and batch size. Exports trace one call, which keeps the batch dimension dynamic (a
+        split would fix it to the example's batch); the exported model therefore holds all patches at once."""
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+        if exporting or len(patches) <= self.patch_batch_size:
+            return self.network(patches)
+        return torch.cat([self.network(chunk) for chunk in patches.split(self.patch_batch_size)])
+
     def reconstruct(self, images: torch.Tensor) -> TiledReconstruction:
         """Tiled reconstruction of whole images ``(B, 3 or C, H, W)`` (see :class:`TiledReconstruction`)."""
         inputs = to_model_channels(images, self.in_channels)
         height, width = inputs.shape[-2:]
         patches = self.tiler.tile(inputs)
-        reconstructed = self.network(patches).to(inputs.dtype)
+        reconstructed = self._reconstruct_patches(patches).to(inputs.dtype)
         return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
 
     @torch.no_grad()
