@@ -133,3 +133,23 @@ def test_load_from_checkpoint_leaves_the_callers_random_state_alone(tmp_path: Pa
     assert torch.equal(torch.rand(3), expected)  # not the stream after seed_everything(7)
     assert loaded.hparams.network == "extended"
     assert torch.equal(loaded.model.network.encoder[0].weight, model.model.network.encoder[0].weight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "mode"), [("b_16bit.png", "I;16"), ("b_float.tif", "F")])
+def test_predict_refuses_what_anomalib_would_misread(tmp_path: Path, name: str, mode: str) -> None:
+    # anomalib's loader reads a 16-bit PNG as white and a float TIFF as black, and scores them without a word
+    from anomalib.engine import Engine
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    source = min((EMBEDDED / "test" / "good").glob("*.png"))
+    Image.open(source).convert("L").save(folder / "a.png")
+    gray = np.asarray(Image.open(source).convert("L"))
+    bad = gray.astype(np.uint16) * 257 if mode == "I;16" else gray.astype(np.float32) / 255
+    Image.fromarray(bad).save(folder / name)
+    model = SsimAe(image_size=[208, 512], visualizer=False)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
+    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')} has PIL mode {mode}"):
+        engine.predict(model=model, data_path=folder)
+    assert not list((tmp_path / "results").rglob("*.jsonl"))  # nothing scored
