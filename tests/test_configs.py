@@ -122,15 +122,6 @@ def test_every_pair_loads_through_the_cli(model: str, data: str) -> None:
         assert (Path(cli.datamodule.root).parts, cli.datamodule.category) == (SHARED, data)
 
 
-def test_shared_datasets_exist_where_the_configs_point() -> None:
-    """Only where the datasets are installed beside the repository (../shared/datasets); skipped in a bare clone."""
-    root = REPO.joinpath(*SHARED)
-    if not root.is_dir():
-        pytest.skip(f"{root} does not exist")
-    for name in DATASETS.keys() - {"quickstart"}:
-        assert any((root / name / "train" / "good").glob("*.png")), name
-
-
 def test_data_config_first_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     """The order matters: dataset init_args before any class_path do not validate (the configs say so)."""
     with pytest.raises(SystemExit):

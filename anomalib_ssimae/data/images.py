@@ -69,13 +69,19 @@ def check_image_files(paths: Iterable[str | Path]) -> int:
     return count
 
 
+def dataset_image_paths(dataset: object) -> Iterable[str | Path]:
+    """The image paths of an anomalib dataset: ``samples["image_path"]`` (MVTecAD, Folder, ...) or
+    ``image_filenames`` (``PredictDataset``); empty when it has neither."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and "image_path" in samples:
+        return samples["image_path"]
+    return getattr(dataset, "image_filenames", None) or []
+
+
 def check_datamodule_images(datamodule: object, *splits: str) -> None:
-    """Run :func:`check_image_files` on the image paths of the datamodule's given splits (e.g. ``"train_data"``),
-    where the datamodule has them (anomalib's datasets keep them in ``samples["image_path"]``)."""
+    """Run :func:`check_image_files` on the images of the datamodule's given splits (e.g. ``"train_data"``)."""
     for split in splits:
-        samples = getattr(getattr(datamodule, split, None), "samples", None)
-        if samples is not None and "image_path" in samples:
-            check_image_files(samples["image_path"])
+        check_image_files(dataset_image_paths(getattr(datamodule, split, None)))
 
 
 def find_images(folder: str | Path) -> list[Path]:

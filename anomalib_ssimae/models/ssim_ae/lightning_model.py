@@ -32,7 +32,7 @@ from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedu
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
-from anomalib_ssimae.data.images import check_datamodule_images, check_image_files
+from anomalib_ssimae.data.images import check_datamodule_images, check_image_files, dataset_image_paths
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
@@ -310,11 +310,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         the position normalisation if needed."""
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-            dataset = getattr(loader, "dataset", None)
-            paths = getattr(dataset, "image_filenames", None)
-            if paths is None and getattr(dataset, "samples", None) is not None and "image_path" in dataset.samples:
-                paths = dataset.samples["image_path"]
-            check_image_files(paths or [])
+            check_image_files(dataset_image_paths(getattr(loader, "dataset", None)))
         self._ensure_position_normalization()
 
     @torch.no_grad()
