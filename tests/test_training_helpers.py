@@ -14,7 +14,7 @@ from anomalib_ssimae.components.schedule import WarmupCosine, updates_for_images
 from anomalib_ssimae.data.images import check_image_files
 from anomalib_ssimae.precision import training_precision
 
-from .helpers import EMBEDDED
+from .helpers import DATASETS, EMBEDDED
 
 
 def test_optimiser_steps_follow_the_images() -> None:
@@ -153,3 +153,23 @@ def test_predict_refuses_what_anomalib_would_misread(tmp_path: Path, name: str, 
     with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')} has PIL mode {mode}"):
         engine.predict(model=model, data_path=folder)
     assert not list((tmp_path / "results").rglob("*.jsonl"))  # nothing scored
+
+
+def test_max_time_stops_inside_an_image_batch(tmp_path: Path) -> None:
+    # one image batch carries every optimiser step of the epoch here (40 images, batch 64): before, Lightning's
+    # max_time check after the batch let a 2-second budget run the whole epoch of 100,000 crops
+    import time
+
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    model = SsimAe(crops_per_epoch=100_000, batch_size=8, image_size=[208, 512], visualizer=False)
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
+    engine = Engine(
+        accelerator="cpu", devices=1, logger=False, max_epochs=1, max_time={"seconds": 2}, limit_val_batches=0,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    start = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    assert time.perf_counter() - start < 30
+    assert 0 < engine.trainer.global_step < 1000  # of 12,500 steps in the epoch

@@ -16,6 +16,15 @@ from lightning.pytorch.callbacks import Timer
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def time_is_up(trainer: Trainer) -> bool:
+    """Whether the trainer's ``max_time`` has run out. Lightning checks it only after a training batch, and one image
+    batch here can hold hundreds of optimiser steps (several minutes), so the training step checks it between steps.
+    """
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    return remaining is not None and remaining <= 0
+
+
 def updates_for_images(images_before: int, batch_images: int, total_images: int, total_updates: int) -> int:
     """Optimiser steps for one image batch, in proportion to its images.
 

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, ValidationMonitor, say
-from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedule, updates_for_images
+from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedule, time_is_up, updates_for_images
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
@@ -364,6 +364,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen += len(images)
         loss = None
         for _ in range(steps):
+            if time_is_up(self.trainer):  # stop at max_time, not at the end of the image batch
+                break
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:

@@ -1,0 +1,322 @@
+"""Our four variants against anomalib's own models, dataset by dataset, seed by seed (issue 9).
+
+    python benchmarks/compare.py run --grid small            # 4 models x 2 datasets x 1 seed, ~30 min on 2 cores
+    python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~11 h on 2 cores
+    python benchmarks/compare.py run --grid full --tier long # 20-minute training budget, ~38 h on 2 cores
+    python benchmarks/compare.py report                      # CSV, Markdown, plots, README section
+
+Each cell (model, dataset, seed, tier) runs in its own process and writes one JSON file under
+``--out/cells/<tier>/<dataset>/<model>/seed<seed>.json`` (atomically, with the process log beside it), so a grid
+is resumable: finished cells are skipped, failed cells are rerun with ``--rerun-failed`` and every failure keeps its
+error in its JSON file and in the report. anomalib's own ``anomalib benchmark`` is not used: in 2.7 it rejects
+models outside its allow-list, exits 0 when a job fails and writes no CSV if any job fails.
+
+The protocol is the one of the offline anomalib runs on these datasets (raw scores, every test image):
+
+- data: ``anomalib.data.MVTecAD`` on ``--data-root``; test = all of ``test/``; no validation
+  (``limit_val_batches=0``), so nothing is fitted on test images;
+- every model keeps its own pre-processing (anomalib's models: 256 x 256; ours: the image size of its
+  ``configs/data/<dataset>.yaml``), and its masks are resized with it;
+- post-processing off (``PostProcessor(enable_normalization=False, enable_thresholding=False)``): the clamp of the
+  stock post-processor moved image AUROC by up to 0.10; all metrics are threshold-free except F1Max;
+- metrics: image AUROC and F1Max, pixel AUROC and AUPRO (FPR <= 0.3); for our variants also the paper's protocol
+  (Rádli & Czúni 2021 §4, :class:`~anomalib_ssimae.metrics.PaperProtocolAUROC`) on the 1 - SSIM residual;
+- budget: models that train get the same wall-clock cap (``max_time``; short 300 s, long 1200 s). Our variants run
+  the recipe of their configs, with the cosine schedule fitted to the cap. The memory-bank models make their one
+  pass; PatchCore uses at most 100 training images (its coreset search over all 400 magnetic_tile images takes
+  about 11 min);
+- no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
+  ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's ``resnet18`` weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = ("ssim_ae", "ssim_ae_extended", "ssim_dae", "ssim_dae_extended")
+# anomalib models: init args (resnet18 everywhere, as in the offline reference runs), batch size, training?
+PEERS = {
+    "Padim": ({"backbone": "resnet18"}, 32, False),
+    "Patchcore": ({"backbone": "resnet18", "coreset_sampling_ratio": 0.01}, 32, False),
+    "Dfm": ({"backbone": "resnet18"}, 32, False),
+    "Fastflow": ({"backbone": "resnet18"}, 8, True),
+    "ReverseDistillation": ({"backbone": "resnet18"}, 8, True),
+    "Cflow": ({"backbone": "resnet18"}, 8, True),
+}
+NOT_RUN = {
+    "Stfpm": "its teacher is hard-coded pre_trained=True: it downloads ImageNet weights",
+    "Uflow": "hard-coded pretrained CaiT/timm backbone: it downloads weights",
+    "Csflow": "hard-coded torchvision EfficientNet-B5 ImageNet weights: it downloads weights",
+    "EfficientAd": "needs ImageNet (imagenette) images and a pretrained teacher",
+    "Draem": "about 7 s per training image and 1.7 s per test image at 256 x 256 on 2 cores: untrained in any tier",
+    "Ganomaly": "image-level only, and its stock test scores depend on batch order",
+}
+DATASETS = (
+    "mvtec_ad_grid_mini",
+    "hazelnut_toy",
+    "magnetic_tile",
+    "bsdata_pitting",
+    "mvtec3d_tire",
+    "deeppcb",
+)
+GRIDS = {
+    "small": {
+        "models": ("ssim_ae", "Padim", "Patchcore", "Fastflow"),
+        "datasets": ("mvtec_ad_grid_mini", "bsdata_pitting"),
+        "seeds": (42,),
+    },
+    "full": {"models": (*OURS, *PEERS), "datasets": DATASETS, "seeds": (42, 43, 44)},
+}
+TIERS = {"short": 300, "long": 1200}  # seconds of training for models that train
+PATCHCORE_MAX_TRAIN = 100
+
+
+def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int) -> Path:
+    return out / "cells" / tier / dataset / model / f"seed{seed}.json"
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Atomic: a cell interrupted while writing leaves no half file that would count as finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------------- one cell
+def _our_model(name: str, dataset: str, seed: int, post_processor, evaluator):
+    """The variant with the init args of its two configs (model first, then dataset), as ``anomalib train`` would."""
+    import importlib
+
+    import yaml
+
+    model_cfg = yaml.safe_load((REPO / "configs/model" / f"{name}.yaml").read_text())["model"]
+    data_cfg = yaml.safe_load((REPO / "configs/data" / f"{dataset}.yaml").read_text())
+    init = {**model_cfg["init_args"], **data_cfg["model"]["init_args"], "seed": seed}
+    module, _, cls = model_cfg["class_path"].rpartition(".")
+    model_class = getattr(importlib.import_module(module), cls)
+    model = model_class(**init, post_processor=post_processor, evaluator=evaluator, visualizer=False)
+    return model, data_cfg["data"]["init_args"]["train_batch_size"], data_cfg["data"]["init_args"]["eval_batch_size"]
+
+
+def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Path, pretrained: bool) -> dict:
+    """Train and test one cell in this process; returns its record (metrics, times, memory, per-image scores)."""
+    import torch
+    from anomalib.callbacks import ModelCheckpoint
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+    from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
+    from anomalib.post_processing import PostProcessor
+    from lightning.pytorch import Callback, seed_everything
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    seed_everything(seed, workers=True)
+    evaluator = Evaluator(
+        test_metrics=[
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False, fpr_limit=0.3),
+        ]
+    )
+    post = PostProcessor(enable_normalization=False, enable_thresholding=False)
+    ours = model_name in OURS
+    if ours:
+        model, batch, eval_batch = _our_model(model_name, dataset, seed, post, evaluator)
+        trains = True
+    else:
+        import anomalib.models
+
+        init, batch, trains = PEERS[model_name]
+        model = getattr(anomalib.models, model_name)(
+            **init, pre_trained=pretrained, post_processor=post, evaluator=evaluator, visualizer=False
+        )
+        eval_batch = 32
+    paper = None
+    if ours:
+        from anomalib_ssimae.metrics import _PaperProtocolAUROC  # tensor inputs: the residual is not a batch field
+        from anomalib_ssimae.models.ssim_ae.anomaly_map import residual_map
+        from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
+
+        paper = _PaperProtocolAUROC()
+    scores: list[float] = []
+    labels: list[int] = []
+    test_time = [0.0, 0]
+
+    class Collect(Callback):
+        """Per-image raw scores (ROC curves), test-step time, and the paper's metric on the SSIM residual."""
+
+        def on_test_batch_start(self, *args, **kwargs) -> None:
+            self.start = time.perf_counter()
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, *args, **kwargs) -> None:
+            test_time[0] += time.perf_counter() - self.start
+            test_time[1] += len(outputs.image)
+            scores.extend(outputs.pred_score.flatten().float().tolist())
+            labels.extend(outputs.gt_label.flatten().int().tolist())
+            if paper is not None:
+                inputs = to_model_channels(outputs.image, pl_module.model.in_channels)
+                paper.update(residual_map(inputs, outputs.reconstruction), outputs.gt_mask)
+
+    datamodule = MVTecAD(
+        root=data_root,
+        category=dataset,
+        train_batch_size=batch,
+        eval_batch_size=eval_batch,
+        num_workers=2,
+        seed=seed,
+    )
+    datamodule.setup(TrainerFn.FITTING)
+    n_train = len(datamodule.train_data)
+    if model_name == "Patchcore" and n_train > PATCHCORE_MAX_TRAIN:
+        keep = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:PATCHCORE_MAX_TRAIN]
+        datamodule.train_data = datamodule.train_data.subsample(sorted(keep.tolist()))
+    engine = Engine(
+        callbacks=[Collect(), ModelCheckpoint(save_top_k=0)],  # no checkpoint files
+        logger=False,
+        default_root_dir=os.environ.get("COMPARE_WORKDIR", "/tmp/compare"),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1000 if trains else 1,
+        max_time={"seconds": TIERS[tier]} if trains else None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    engine.fit(model=model, datamodule=datamodule)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    results = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    test_wall = time.perf_counter() - start
+    record = {
+        "model": model_name,
+        "dataset": dataset,
+        "seed": seed,
+        "tier": tier,
+        "status": "ok",
+        "pretrained": pretrained and not ours,
+        "train_images": len(datamodule.train_data),
+        "test_images": test_time[1],
+        "epochs": model.trainer.current_epoch,
+        "steps": model.trainer.global_step,
+        "train_s": round(train_s, 1),
+        "test_wall_s": round(test_wall, 1),
+        "test_ms_per_image": round(1000 * test_time[0] / max(test_time[1], 1), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "parameters": sum(p.numel() for p in model.model.parameters()),
+        **{key: round(float(value), 4) for key, value in results.items()},
+        "scores": scores,
+        "labels": labels,
+    }
+    if paper is not None:
+        fpr, tpr = paper.curve()
+        record |= {
+            "paper_AUROC": round(float(paper.compute()), 4),
+            "paper_fpr": fpr.tolist(),
+            "paper_tpr": tpr.tolist(),
+        }
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+def run_grid(args: argparse.Namespace) -> int:
+    grid = GRIDS[args.grid]
+    models = args.models or grid["models"]
+    datasets = args.datasets or grid["datasets"]
+    seeds = args.seeds or grid["seeds"]
+    cells = [(d, m, s) for d in datasets for m in models for s in seeds]
+    failed = []
+    for index, (dataset, model, seed) in enumerate(cells, 1):
+        path = cell_path(args.out, args.tier, dataset, model, seed)
+        if path.exists():
+            status = json.loads(path.read_text()).get("status")
+            if status == "ok" or not args.rerun_failed:
+                print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed}: {status}, kept", flush=True)
+                continue
+        print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed} ...", flush=True)
+        log = path.with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, __file__, "cell", model, dataset, str(seed), args.tier]
+        command += ["--data-root", str(args.data_root), "--out", str(args.out)]
+        command += ["--hf-cache", str(args.hf_cache)] if args.hf_cache else []
+        start = time.time()
+        with log.open("w") as handle:
+            try:
+                code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False,
+                                      timeout=TIERS[args.tier] + 1800).returncode  # fmt: skip
+            except subprocess.TimeoutExpired:
+                code = "timeout"
+        if not path.exists() or path.stat().st_mtime < start:  # the cell died before writing its record
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            error = next(
+                (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
+            )
+            write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": args.tier,
+                              "status": "failed", "error": error.strip(), "exit_code": code, "log": log.name})  # fmt: skip
+            failed.append(f"{dataset} {model} seed {seed}: {error.strip()}")
+        record = json.loads(path.read_text())
+        if record["status"] != "ok" and not any(line.startswith(f"{dataset} {model} seed {seed}:") for line in failed):
+            failed.append(f"{dataset} {model} seed {seed}: {record['error']}")
+        print(f"    {record['status']} in {time.time() - start:.0f} s", flush=True)
+    for line in failed:
+        print(f"FAILED {line}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a grid; finished cells are kept")
+    run.add_argument("--grid", choices=GRIDS, default="small")
+    run.add_argument("--tier", choices=TIERS, default="short")
+    run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
+    run.add_argument("--datasets", nargs="+", choices=DATASETS)
+    run.add_argument("--seeds", nargs="+", type=int)
+    run.add_argument("--rerun-failed", action="store_true")
+    cell = sub.add_parser("cell", help="one cell in this process (used by run)")
+    cell.add_argument("model", choices=(*OURS, *PEERS))
+    cell.add_argument("dataset")
+    cell.add_argument("seed", type=int)
+    cell.add_argument("tier", choices=TIERS)
+    report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
+    report.add_argument("--tier", choices=TIERS, default="short")
+    report.add_argument("--readme", type=Path, default=REPO / "README.md")
+    for p in (run, cell, report):
+        p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/compare")
+    for p in (run, cell):
+        p.add_argument("--data-root", type=Path, default=REPO.parent / "shared/datasets")
+        p.add_argument("--hf-cache", type=Path, help="Hugging Face cache with timm weights: pretrained backbones")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        from compare_report import report as write_report
+
+        return write_report(args.out, args.tier, args.readme)
+    if args.command == "run":
+        return run_grid(args)
+    if args.hf_cache:
+        os.environ.update(HF_HUB_CACHE=str(args.hf_cache), HF_HUB_OFFLINE="1")
+    path = cell_path(args.out, args.tier, args.dataset, args.model, args.seed)
+    try:
+        record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, bool(args.hf_cache))
+    except Exception as error:  # noqa: BLE001 - every failure becomes a row with its error
+        traceback.print_exc()
+        record = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "tier": args.tier,
+                  "status": "failed", "error": f"{type(error).__name__}: {error}"}  # fmt: skip
+    write_json(path, record)
+    return 0 if record["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

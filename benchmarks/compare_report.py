@@ -1,0 +1,230 @@
+"""Tables, plots and the README section from the cells of ``compare.py`` (``python benchmarks/compare.py report``).
+
+Writes, for a tier, under ``--out``:
+
+- ``<tier>.csv``: one row per cell (failed cells included, with their error);
+- ``<tier>.md``: mean ± standard deviation over seeds per model and dataset, failures, models not run, published
+  numbers of pretrained peers (a separate table, never mixed with measurements);
+- ``<tier>_<metric>.png``: bar charts with error bars; ``<tier>_roc.png``: image ROC curves of our variants;
+  ``<tier>_time_vs_pixel_auroc.png``: training time against pixel AUROC;
+
+and replaces the section between ``<!-- compare:begin -->`` and ``<!-- compare:end -->`` of the README, so that the
+README's numbers come from the CSV. Every file is stamped with the machine, date, package versions and commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import statistics
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+from compare import NOT_RUN, OURS, TIERS
+from machine import describe
+
+METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
+COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
+           "test_images", *METRICS, "train_s", "test_ms_per_image", "peak_rss_mb", "parameters", "error")  # fmt: skip
+CAVEATS = {
+    "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
+    "hazelnut_toy": "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test)",
+    "magnetic_tile": "ROI crops of many sizes, resized; the same tile under different lighting",
+    "bsdata_pitting": "defect frames are later and dirtier than the good ones: image AUROC is inflated",
+    "mvtec3d_tire": "a part on a plain background",
+    "deeppcb": "masks are filled boxes, which caps the pixel metrics",
+}
+# anomalib 2.7's model READMEs: ImageNet-pretrained, full MVTec AD categories (not our subsets), image / pixel AUROC
+PUBLISHED = {
+    ("Padim", "ResNet-18"): {"grid": (0.857, 0.918), "hazelnut": (0.750, 0.978)},
+    ("Patchcore", "ResNet-18"): {"grid": (0.947, 0.955), "hazelnut": (1.000, 0.986)},
+    ("Dfm", "ResNet-18"): {"grid": (0.736, None), "hazelnut": (0.994, None)},
+    ("Fastflow", "ResNet-18"): {"grid": (0.988, 0.985), "hazelnut": (0.846, 0.953)},
+    ("ReverseDistillation", "Wide ResNet-50"): {"grid": (1.000, 0.992), "hazelnut": (1.000, 0.988)},
+    ("Cflow", "Wide ResNet-50"): {"grid": (0.962, 0.968), "hazelnut": (1.000, 0.990)},
+}
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+def stamp() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}" for name in ("anomalib-ssimae", "anomalib", "torch", "lightning")
+    )
+    return f"{datetime.date.today()} · {describe()} · {versions} · commit {commit.stdout.strip() or '?'}"
+
+
+def load_cells(out: Path, tier: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells" / tier).glob("*/*/seed*.json"))]
+
+
+def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
+    """(model, dataset) -> metric -> (mean, sample standard deviation or 0 for one seed, seeds)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for cell in cells:
+        if cell["status"] == "ok":
+            groups[cell["model"], cell["dataset"]].append(cell)
+    summary = {}
+    for key, runs in groups.items():
+        summary[key] = {}
+        for metric in (*METRICS, "train_s", "test_ms_per_image", "peak_rss_mb"):
+            values = [run[metric] for run in runs if run.get(metric) is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                summary[key][metric] = (statistics.fmean(values), spread, len(values))
+    return summary
+
+
+def cell_text(entry: tuple[float, float, int] | None, digits: int = 3) -> str:
+    if entry is None:
+        return "–"
+    mean, spread, n = entry
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def order(cells: list[dict]) -> tuple[list[str], list[str]]:
+    models = list(dict.fromkeys(c["model"] for c in sorted(cells, key=lambda c: (c["model"] not in OURS, c["model"]))))
+    datasets = list(dict.fromkeys(c["dataset"] for c in cells))
+    return models, datasets
+
+
+def markdown(cells: list[dict], tier: str) -> str:
+    summary = summarise(cells)
+    models, datasets = order(cells)
+    lines = [f"# Comparison, {tier} tier ({TIERS[tier]} s of training for models that train)", "", stamp(), ""]
+    lines += [("Mean ± standard deviation over seeds (seeds in brackets); raw scores, every test image. "
+              "`pre_trained: false` for every ImageNet backbone unless marked."), ""]  # fmt: skip
+    for dataset in datasets:
+        lines += [f"## {dataset}", "", f"Caveat: {CAVEATS.get(dataset, '')}.", ""]
+        lines += [("| model | image AUROC | pixel AUROC | AUPRO | image F1Max | paper AUROC | train s | ms/image | "
+                  "peak RSS MB |"), "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for model in models:
+            entry = summary.get((model, dataset))
+            if entry is None:
+                continue
+            n = entry["image_AUROC"][2] if "image_AUROC" in entry else 0
+            row = [f"{model} ({n})", *(cell_text(entry.get(m)) for m in METRICS)]
+            row += [cell_text(entry.get(m), 0) for m in ("train_s", "test_ms_per_image", "peak_rss_mb")]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    failures = [c for c in cells if c["status"] != "ok"]
+    lines += ["## Failures", ""]
+    lines += [f"- {c['dataset']} / {c['model']} / seed {c['seed']}: {c.get('error', '?')}" for c in failures] or [
+        "none"
+    ]
+    lines += ["", "## Not run", ""] + [f"- {model}: {why}" for model, why in NOT_RUN.items()]
+    lines += ["", "## Published, ImageNet-pretrained, full MVTec AD categories (not measured here)", "",
+              "From anomalib 2.7's model READMEs; our grid and hazelnut sets are small subsets at other sizes.", "",
+              "| model | backbone | grid image / pixel AUROC | hazelnut image / pixel AUROC |", "|---|---|---|---|"]  # fmt: skip
+    for (model, backbone), values in PUBLISHED.items():
+        pairs = [" / ".join("–" if v is None else f"{v:.3f}" for v in values[c]) for c in ("grid", "hazelnut")]
+        lines.append(f"| {model} | {backbone} | {pairs[0]} | {pairs[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_section(cells: list[dict], tier: str) -> str:
+    summary = summarise(cells)
+    models, datasets = order(cells)
+    lines = [BEGIN, (f"Generated by `python benchmarks/compare.py report` from `benchmarks/results/compare/{tier}.csv` "
+             f"({TIERS[tier]} s of training per model; {stamp()}). Pixel AUROC / image AUROC, mean ± sd over seeds; "
+             "anomalib's models from scratch (`pre_trained: false`), as nothing can be downloaded here."), ""]  # fmt: skip
+    lines += ["| dataset | " + " | ".join(models) + " | caveat |", "|---|" + "---|" * (len(models) + 1)]
+    for dataset in datasets:
+        row = [dataset]
+        for model in models:
+            entry = summary.get((model, dataset), {})
+            pixel, image = entry.get("pixel_AUROC"), entry.get("image_AUROC")
+            failed = any(c["model"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
+            row.append(f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failed else "–")
+        lines.append("| " + " | ".join([*row, CAVEATS.get(dataset, "")]) + " |")
+    failed = sum(c["status"] != "ok" for c in cells)
+    lines += ["", f"{failed} failed cell(s), listed in `benchmarks/results/compare/{tier}.md` with their errors.", END]
+    return "\n".join(lines)
+
+
+def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    summary = summarise(cells)
+    models, datasets = order(cells)
+    written = []
+    for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(datasets), 4))
+        width = 0.8 / max(len(models), 1)
+        for i, model in enumerate(models):
+            entries = [summary.get((model, d), {}).get(metric) for d in datasets]
+            xs = [j + i * width for j, e in enumerate(entries) if e]
+            ax.bar(xs, [e[0] for e in entries if e], width, yerr=[e[1] for e in entries if e], label=model, capsize=2)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}, {tier} tier ({TIERS[tier]} s), mean ± sd over seeds", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        fig.text(0.01, 0.01, stamp(), fontsize=5)
+        written.append(out / f"{tier}_{metric}.png")
+        fig.tight_layout()
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for model in models:
+            runs = [c for c in cells if c["dataset"] == dataset and c["model"] == model and c["status"] == "ok"]
+            runs = [c for c in runs if model in OURS and len(set(c["labels"])) == 2]
+            if runs:
+                first = min(runs, key=lambda c: c["seed"])
+                fpr, tpr, _ = roc_curve(first["labels"], first["scores"])
+                ax.plot(fpr, tpr, label=f"{model} ({first['image_AUROC']:.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax.set_title(dataset, fontsize=8)
+        ax.set_xlabel("FPR")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("TPR (image level, first seed)")
+    fig.text(0.01, 0.01, stamp(), fontsize=5)
+    written.append(out / f"{tier}_roc.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in models:
+        points = [(c["train_s"], c["pixel_AUROC"]) for c in cells
+                  if c["model"] == model and c["status"] == "ok" and c.get("pixel_AUROC") is not None]  # fmt: skip
+        if points:
+            ax.scatter(*zip(*points, strict=True), label=model, s=18, marker="o" if model in OURS else "^")
+    ax.set_xlabel("training wall time, s")
+    ax.set_ylabel("pixel AUROC")
+    ax.set_title(f"every cell, {tier} tier", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, stamp(), fontsize=5)
+    written.append(out / f"{tier}_time_vs_pixel_auroc.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+def report(out: Path, tier: str, readme: Path | None) -> int:
+    cells = load_cells(out, tier)
+    if not cells:
+        print(f"no cells under {out / 'cells' / tier}: run `python benchmarks/compare.py run` first")
+        return 1
+    with (out / f"{tier}.csv").open("w", newline="") as handle:
+        handle.write(f"# {stamp()}\n")
+        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(cells)
+    (out / f"{tier}.md").write_text(markdown(cells, tier))
+    written = plots(cells, out, tier)
+    if readme is not None and readme.exists():
+        text = readme.read_text()
+        if BEGIN in text and END in text:
+            head, _, rest = text.partition(BEGIN)
+            readme.write_text(head + readme_section(cells, tier) + rest.partition(END)[2])
+    print(f"{len(cells)} cells -> {out / f'{tier}.csv'}, {out / f'{tier}.md'}, {len(written)} plots")
+    return 0

@@ -1,0 +1,51 @@
+"""The comparison report (benchmarks/compare_report.py) on constructed cells: spreads over seeds, failures listed
+with their errors, and the README section regenerated from the cells, not typed."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from .helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from compare import cell_path, write_json
+from compare_report import BEGIN, END, report
+
+
+def cell(model: str, seed: int, image: float, pixel: float, **extra: object) -> dict:
+    return {"model": model, "dataset": "mvtec_ad_grid_mini", "seed": seed, "tier": "short", "status": "ok",
+            "pretrained": False, "image_AUROC": image, "pixel_AUROC": pixel, "pixel_AUPRO": 0.5, "image_F1Max": 0.9,
+            "train_s": 180.0, "test_ms_per_image": 50.0, "peak_rss_mb": 1500, "parameters": 10,
+            "scores": [0.1, 0.9, 0.8, 0.2], "labels": [0, 1, 1, 0], **extra}  # fmt: skip
+
+
+def test_report_from_cells(tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42), cell("ssim_ae", 42, 0.8, 0.90))
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 43), cell("ssim_ae", 43, 0.9, 0.94))
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42), cell("Padim", 42, 0.576, 0.697))
+    failure = {"model": "Cflow", "dataset": "mvtec_ad_grid_mini", "seed": 42, "tier": "short", "status": "failed",
+               "error": "RuntimeError: out of memory"}  # fmt: skip
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Cflow", 42), failure)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{BEGIN}\nold numbers\n{END}\n\n## License\n")
+
+    assert report(out, "short", readme) == 0
+
+    rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
+    assert [(r["model"], r["seed"], r["status"]) for r in rows] == [
+        ("Cflow", "42", "failed"), ("Padim", "42", "ok"), ("ssim_ae", "42", "ok"), ("ssim_ae", "43", "ok"),
+    ]  # fmt: skip
+    table = (out / "short.md").read_text()
+    assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 |" in table  # mean ± sample sd of two seeds
+    assert "| Padim (1) | 0.576 | 0.697 |" in table
+    assert "mvtec_ad_grid_mini / Cflow / seed 42: RuntimeError: out of memory" in table
+    text = readme.read_text()
+    assert "old numbers" not in text
+    assert text.startswith("# title\n\n" + BEGIN) and text.endswith(END + "\n\n## License\n")
+    assert "| mvtec_ad_grid_mini | 0.92 ± 0.03 / 0.85 ± 0.07 | failed | 0.70 / 0.58 |" in text  # ours first
+    assert "1 failed cell(s)" in text
+    for name in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "roc", "time_vs_pixel_auroc"):
+        assert (out / f"short_{name}.png").stat().st_size > 10_000
