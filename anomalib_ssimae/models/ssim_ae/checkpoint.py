@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
@@ -37,6 +38,31 @@ def preserved_random_state() -> Iterator[None]:
                 os.environ[key] = value
 
 
+RANDOM_STATE = "anomalib_ssimae_random_state"  # checkpoint key
+
+
+def random_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's random state as tensors, tuples and ints (``torch.load(weights_only=True)``
+    reads them)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    }
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    """Restore a :func:`random_state`."""
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class CheckpointCompatibilityMixin:
     """Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``.
 
@@ -46,7 +72,10 @@ class CheckpointCompatibilityMixin:
       checkpoints saved (it is now derived from ``score_sigma``); a checkpoint without position-normalisation
       buffers loads into a model with ``position_normalization`` (unfitted: test/predict then fit it), and one with
       them into a model without (they are dropped, with a warning);
-    - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one.
+    - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one;
+    - checkpoints carry the random state (crop positions, augmentation, masked blocks, shuffling and dataloader
+      worker seeds all draw from it), and ``fit(ckpt_path=...)`` restores it, so that a resumed run continues
+      with the same random numbers as one that was never stopped.
     """
 
     @classmethod
@@ -86,8 +115,13 @@ class CheckpointCompatibilityMixin:
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random state with the weights (see the class docstring)."""
+        checkpoint[RANDOM_STATE] = random_state()
+        super().on_save_checkpoint(checkpoint)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
+        """Restore the random state when training resumes; rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
         ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
         old = self.post_processor
         if (
@@ -100,4 +134,7 @@ class CheckpointCompatibilityMixin:
             trainer = self._trainer
             if trainer is not None:
                 trainer.callbacks[:] = [self.post_processor if cb is old else cb for cb in trainer.callbacks]
+        trainer = self._trainer
+        if RANDOM_STATE in checkpoint and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            set_random_state(checkpoint[RANDOM_STATE])
         super().on_load_checkpoint(checkpoint)

@@ -373,6 +373,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
                 _, reconstruction = self.model(network_input)
             loss = self.loss(crops, reconstruction, mask)  # target: the clean crop; the loss runs in fp32
+            if not torch.isfinite(loss):  # stop before the step would write NaN into the weights
+                self._stop_non_finite(loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self._schedule is not None:
@@ -380,6 +382,18 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             optimizer.step()
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
+
+    def _stop_non_finite(self, loss: torch.Tensor) -> None:
+        """Raise :class:`FloatingPointError` naming the step and the checkpoint that stays (issue 10)."""
+        callback = self.trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        kept = f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
+        msg = (
+            f"training loss is {loss.item()} at optimiser step {self.trainer.global_step} (epoch "
+            f"{self.trainer.current_epoch}); training stopped before the weights were updated, and {kept}. "
+            "Lower learning_rate, or use train_precision: 32-true if bf16 overflows"
+        )
+        raise FloatingPointError(msg)
 
     def on_train_epoch_end(self) -> None:
         """Step the optional StepLR schedule (manual optimisation does not)."""

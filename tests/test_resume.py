@@ -1,0 +1,106 @@
+"""A training run that crashes resumes from its last checkpoint to the same network as a run that never stopped
+(issue 10): the checkpoint carries the random state that crops, augmentation, shuffling and workers draw from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback
+
+from anomalib_ssimae import SsimDae
+
+from .helpers import DATASETS
+
+EPOCHS = 3
+
+
+class Crash(Callback):
+    """Dies at the start of the second epoch, after the first epoch's checkpoint was written."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def fit(root: Path, ckpt_path: Path | None = None, crash: bool = False) -> tuple[SsimDae, Engine]:
+    # the denoising variant draws from the random state three ways: crops, flips/rotations and masked blocks
+    model = SsimDae(crops_per_epoch=48, batch_size=8, image_size=[208, 512], rotation_prob=0.5, hflip_prob=0.5,
+                    lr_schedule="cosine", warmup_crops=16, visualizer=False, seed=42)  # fmt: skip
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
+                    enable_progress_bar=False, default_root_dir=root, callbacks=[Crash()] if crash else None)  # fmt: skip
+    engine.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model, engine
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    straight, _ = fit(tmp_path / "straight")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "crashed", crash=True)
+    checkpoints = sorted((tmp_path / "crashed").rglob("*.ckpt"))
+    assert len(checkpoints) == 1  # what the crash left behind: the end of the first epoch
+    saved = torch.load(checkpoints[0], weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 6)
+    before = checkpoints[0].read_bytes()
+    torch.manual_seed(0)  # whatever the caller's random state, the checkpoint's is restored
+    resumed, engine = fit(tmp_path / "crashed", ckpt_path=checkpoints[0])
+
+    assert engine.trainer.global_step == EPOCHS * 6
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert checkpoints[0].read_bytes() == before  # the checkpoint resumed from is not overwritten
+
+
+def test_checkpoint_random_state_loads_with_weights_only(tmp_path: Path) -> None:
+    # the random state is stored as tensors, tuples and numbers, so a weights-only load (safe) still reads it
+    from anomalib_ssimae.models.ssim_ae.checkpoint import RANDOM_STATE, random_state, set_random_state
+
+    torch.save({RANDOM_STATE: random_state()}, tmp_path / "state.pt")
+    expected = torch.rand(3)
+    set_random_state(torch.load(tmp_path / "state.pt", weights_only=True)[RANDOM_STATE])
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    model = SsimDae(crops_per_epoch=48, batch_size=8, image_size=[208, 512], visualizer=False, seed=42)
+    calls = []
+
+    def diverging(module: torch.nn.Module, inputs: tuple, value: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return value * float("nan") if len(calls) == 9 else value  # step 8: third step of the second epoch
+
+    model.loss.register_forward_hook(diverging)
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
+                    enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at optimiser step 8 \(epoch 1\).*model\.ckpt"):
+        engine.fit(model, datamodule=datamodule)
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["global_step"] == 6
+    weights = {k: v for k, v in saved["state_dict"].items() if k.startswith("model.network.")}
+    assert weights and all(torch.isfinite(v).all() for v in weights.values())
+    assert all(torch.isfinite(p).all() for p in model.model.parameters())  # the NaN never reached the weights
+
+
+def test_maps_are_finite_for_constant_images_and_perfect_reconstructions() -> None:
+    from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator, residual_map
+
+    for value in (0.0, 0.5, 1.0):
+        image = torch.full((1, 1, 64, 96), value)
+        for residual in ("ssim", "l2", "ssim_l2"):
+            assert torch.equal(residual_map(image, image, residual), torch.zeros(1, 1, 64, 96))  # exactly 0
+        generator = AnomalyMapGenerator(score="max", score_sigma=4.0)
+        anomaly_map, score = generator(image, 1 - image)  # the worst reconstruction of a flat image
+        assert torch.isfinite(anomaly_map).all() and torch.isfinite(score).all()
+    model = SsimDae(image_size=[128, 160], visualizer=False).eval()
+    with torch.no_grad():
+        prediction = model.model(torch.zeros(2, 3, 128, 160))
+    assert torch.isfinite(prediction.anomaly_map).all() and torch.isfinite(prediction.pred_score).all()
