@@ -11,6 +11,7 @@ MODULES = [
     "anomalib_ssimae.components.schedule",
     "anomalib_ssimae.data.augmentation",
     "anomalib_ssimae.data.corruption",
+    "anomalib_ssimae.data.masks",
     "anomalib_ssimae.metrics",
     "anomalib_ssimae.models.ssim_ae.anomaly_map",
     "anomalib_ssimae.models.ssim_ae.network",

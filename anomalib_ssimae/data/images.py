@@ -84,8 +84,15 @@ def check_datamodule_images(datamodule: object, *splits: str) -> None:
         check_image_files(dataset_image_paths(getattr(datamodule, split, None)))
 
 
+def is_hidden(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in a hidden file or folder below ``folder`` (a name starting with ``.``: macOS ``._*``
+    AppleDouble files, ``.DS_Store``, ``.ipynb_checkpoints/``), or in a ``__MACOSX`` folder of an unpacked zip."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
+
+
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted.
+    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted; hidden ones skipped
+    (:func:`is_hidden`).
 
     Raises:
         NotADirectoryError: if ``folder`` is not a folder.
@@ -95,7 +102,9 @@ def find_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         msg = f"{folder}: not a folder"
         raise NotADirectoryError(msg)
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, folder)
+    )
     if not images:
         msg = f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
         raise FileNotFoundError(msg)
