@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from anomalib_ssimae.deploy.records import json_number, prediction_record
+from anomalib_ssimae.deploy.records import json_number, prediction_record, reserve_prediction_run, warn_if_upscaled
 from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
@@ -61,38 +60,40 @@ class RunSummary(Callback):
 
     @rank_zero_only
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Name the prediction images."""
-        del pl_module
-        images = Path(trainer.default_root_dir) / "images"
-        if images.is_dir():
-            say(f"prediction images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
+        """Name this run's prediction pictures."""
+        folder = getattr(pl_module.visualizer, "predict_dir", None)
+        if folder is None:  # another visualizer: anomalib's folder
+            folder = Path(trainer.default_root_dir) / "images"
+        if folder.is_dir():
+            count = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
+            say(f"prediction images ({count}): {folder.resolve()}")
 
 
 class PredictionRecords(Callback):
     """Write one JSON-lines record per predicted image (``anomalib predict``): normalised anomaly score, label, the
     thresholds used and the defect regions in original-image pixels (:func:`anomalib_ssimae.deploy.records.prediction_record`).
 
-    The file is ``<default_root_dir>/predictions-<YYYYmmdd-HHMMSS>.jsonl``: a new file per run, written as
-    ``.partial`` while predicting and renamed at the end, so earlier results are never overwritten.
+    The file is ``<default_root_dir>/predictions-<YYYYmmdd-HHMMSS>[-N].jsonl``, a new file per run named like the
+    run's picture folder (:class:`~anomalib_ssimae.visualization.ReconstructionVisualizer`), written as ``.partial``
+    while predicting and renamed at the end, so earlier results are never overwritten. ``overlay`` is the picture
+    the visualizer wrote for the image. Images that the resize to the model's ``image_size`` enlarges more than
+    :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times get a warning naming them.
     """
 
     def __init__(self) -> None:
         self._path: Path | None = None
         self._file = None
         self._warned = False
+        self._overlays: dict[str, str] = {}
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Open a new records file."""
-        del pl_module
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         root = Path(trainer.default_root_dir)
         root.mkdir(parents=True, exist_ok=True)
-        path, number = root / f"predictions-{stamp}.jsonl", 1
-        while path.exists() or path.with_name(path.name + ".partial").exists():
-            number += 1
-            path = root / f"predictions-{stamp}-{number}.jsonl"
-        self._path = path
-        self._file = path.with_name(path.name + ".partial").open("w")
+        name = getattr(pl_module.visualizer, "predict_run", None) or reserve_prediction_run(root)
+        self._path = root / f"{name}.jsonl"
+        self._file = self._path.with_name(self._path.name + ".partial").open("x")
+        self._overlays = {}
 
     def on_predict_batch_end(
         self,
@@ -121,21 +122,22 @@ class PredictionRecords(Callback):
                 }
                 for level in ("image", "pixel")
             }
+            for level in ("image", "pixel"):  # DefectFreePostProcessor: the rate the threshold was set for
+                if getattr(post, f"{level}_fpr", None) is not None:
+                    thresholds[level]["fpr"] = float(getattr(post, f"{level}_fpr"))
         labels = outputs.pred_label if _is_bool(outputs.pred_label) else None  # None: no threshold in the model
         masks = outputs.pred_mask if _is_bool(outputs.pred_mask) else None
-        visualizer_dir = getattr(pl_module.visualizer, "output_dir", None)
-        datamodule = getattr(trainer, "datamodule", None)
+        written = getattr(outputs, "visualization_path", None)  # ReconstructionVisualizer's pictures of this batch
+        image_size = _model_image_size(pl_module)
         for index, image_path in enumerate(outputs.image_path):
-            overlay = None
-            if visualizer_dir is not None:  # the panel anomalib's visualizer wrote for this image (same rule)
-                overlay = generate_output_filename(
-                    input_path=image_path,
-                    output_path=visualizer_dir,
-                    dataset_name=getattr(datamodule, "name", None),
-                    category=getattr(datamodule, "category", None),
-                )
+            overlay = (
+                written[index]
+                if written is not None
+                else self._other_visualizer_picture(trainer, pl_module, image_path)
+            )
             with Image.open(image_path) as image:
                 size = (image.height, image.width)
+            warn_if_upscaled(image_path, size, image_size)
             mask = masks[index].detach().cpu().numpy().reshape(masks.shape[-2:]) if masks is not None else None
             label = bool(labels[index]) if labels is not None else None
             record = prediction_record(
@@ -143,6 +145,32 @@ class PredictionRecords(Callback):
             )
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+
+    def _other_visualizer_picture(self, trainer: Trainer, pl_module: LightningModule, image_path: str) -> Path | None:
+        """The picture another visualizer (anomalib's ``ImageVisualizer``) wrote for ``image_path``, by anomalib's
+        rule; warns when two images of the run map to the same picture (the later one replaced it)."""
+        visualizer_dir = getattr(pl_module.visualizer, "output_dir", None)
+        if visualizer_dir is None:
+            return None
+        datamodule = getattr(trainer, "datamodule", None)
+        overlay = generate_output_filename(
+            input_path=image_path,
+            output_path=visualizer_dir,
+            dataset_name=getattr(datamodule, "name", None),
+            category=getattr(datamodule, "category", None),
+            mkdir=False,
+        )
+        earlier = self._overlays.setdefault(str(overlay), str(image_path))
+        if earlier != str(image_path):
+            logger.warning(
+                "%s and %s share the picture %s of %s, which keeps only the last; use the model's default "
+                "visualizer (ReconstructionVisualizer) for one picture per image",
+                earlier,
+                image_path,
+                overlay,
+                type(pl_module.visualizer).__name__,
+            )
+        return overlay
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Close and publish the records file."""
@@ -152,6 +180,12 @@ class PredictionRecords(Callback):
             self._path.with_name(self._path.name + ".partial").replace(self._path)
             say(f"prediction records (JSON lines): {self._path.resolve()}")
             self._file = None
+
+
+def _model_image_size(pl_module: LightningModule) -> tuple[int, int] | None:
+    """The size the model's pre-processor resizes images to, ``(height, width)``; ``None`` if it does not."""
+    size = getattr(pl_module, "input_size", None)
+    return (int(size[0]), int(size[1])) if size is not None else None
 
 
 def _is_bool(tensor: Any) -> bool:

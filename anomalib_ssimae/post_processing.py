@@ -29,6 +29,40 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 FPR_GRID = torch.logspace(0, -6, 61, dtype=torch.float64)  # 1, 0.794, ..., 1e-6: ten points per decade
+MIN_FPR = 1e-6  # the smallest false-positive rate the stored quantiles (FPR_GRID) cover
+MIN_CALIBRATION_IMAGES = 2  # defect-free validation images needed to fit the thresholds
+
+
+def check_fpr(name: str, value: float) -> None:
+    """Refuse a false-positive rate outside [:data:`MIN_FPR`, 1) (``name``: the argument, e.g. ``image_fpr``)."""
+    if not MIN_FPR <= value < 1:
+        msg = f"{name} is a false-positive rate and must be in [{MIN_FPR:g}, 1), got {value:g}" + (
+            f": the defect-free quantiles are stored down to {MIN_FPR:g} (FPR_GRID), and no validation set "
+            "resolves a smaller rate"
+            if 0 <= value < MIN_FPR
+            else ""
+        )
+        raise ValueError(msg)
+
+
+def too_few_images(count: int) -> str:
+    """The error for a validation split with ``count`` (< :data:`MIN_CALIBRATION_IMAGES`) defect-free images."""
+    return (
+        f"DefectFreePostProcessor: the validation split has {count} defect-free image; at least "
+        f"{MIN_CALIBRATION_IMAGES} are needed (about 1 / image_fpr for the rate to hold). A threshold fitted on one "
+        "image is its own score, which about half of similar defect-free images exceed (they would be called "
+        "anomalous), and the normalisation range collapses (scores of exactly 0 or 1). Give the validation split "
+        "more defect-free images: raise data.init_args.val_split_ratio, or add images to the defect-free test folder "
+        "(normal_test_dir) for from_test splits."
+    )
+
+
+def defect_free_count(dataset: object) -> int | None:
+    """Defect-free images of an anomalib dataset (``samples.label_index == 0``); ``None`` if it cannot tell."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None or "label_index" not in getattr(samples, "columns", ()):
+        return None
+    return int((samples["label_index"] == 0).sum())
 
 
 def _normal_images(batch: Batch) -> torch.Tensor:
@@ -88,7 +122,13 @@ class DefectFreePostProcessor(PostProcessor):
         **kwargs: anomalib ``PostProcessor`` arguments (``enable_normalization``, sensitivities, ...).
 
     Without any defect-free validation image the thresholds stay those of anomalib's F1-adaptive metric, with a
-    warning. Buffers (in the checkpoint): the two thresholds and min/max as in ``PostProcessor``, plus
+    warning; with exactly one, training stops with a ``ValueError`` (at fit start when the datamodule's validation
+    split can be counted, else at the end of the first validation): a threshold fitted on one image is its own
+    score, which about half of similar images exceed. Normalisation maps ``threshold +- half`` to [0, 1], ``half``
+    the larger distance from the threshold to a validation value; when every validation value equals the threshold
+    (``half = 0``) it falls back to ``half = |threshold|`` (1 for a zero threshold), with a warning: normalised
+    ``0.5 + (x - t) / (2 |t|)``, so 0 maps to 0, the threshold to 0.5 and twice it to 1. Rates are refused outside
+    [1e-6, 1) (:data:`MIN_FPR`, the end of :data:`FPR_GRID`). Buffers (in the checkpoint): the two thresholds and min/max as in ``PostProcessor``, plus
     ``image_fpr_quantiles`` and ``pixel_fpr_quantiles`` ``(61,)`` float64, the raw thresholds at :data:`FPR_GRID`.
     """
 
@@ -108,9 +148,7 @@ class DefectFreePostProcessor(PostProcessor):
             raise ValueError(msg)
         super().__init__(**kwargs)
         for name, value in (("image_fpr", image_fpr), ("pixel_fpr", pixel_fpr)):
-            if not 0 < value < 1:
-                msg = f"{name} is a false-positive rate and must be in (0, 1), got {value}"
-                raise ValueError(msg)
+            check_fpr(name, value)
         if min_defect_area is not None and min_defect_area < 1:
             msg = f"min_defect_area must be None or at least 1 pixel, got {min_defect_area}"
             raise ValueError(msg)
@@ -129,6 +167,13 @@ class DefectFreePostProcessor(PostProcessor):
     @property
     def _checkpoint_config_keys(self) -> tuple[str, ...]:
         return (*super()._checkpoint_config_keys, "image_fpr", "pixel_fpr", "min_defect_area")
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse a validation split with a single defect-free image before training (see the class docstring)."""
+        del pl_module
+        count = defect_free_count(getattr(getattr(trainer, "datamodule", None), "val_data", None))
+        if count is not None and 0 < count < MIN_CALIBRATION_IMAGES:
+            raise ValueError(too_few_images(count))
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Forget the previous epoch's defect-free scores and maps."""
@@ -168,6 +213,8 @@ class DefectFreePostProcessor(PostProcessor):
                 "thresholds left unchanged"
             )
             return
+        if len(scores) < MIN_CALIBRATION_IMAGES:
+            raise ValueError(too_few_images(len(scores)))
         if len(scores) * self.image_fpr < 1:
             logger.warning(
                 "DefectFreePostProcessor: %d defect-free validation images cannot resolve image_fpr=%g (the smallest "
@@ -198,23 +245,37 @@ class DefectFreePostProcessor(PostProcessor):
         value: anomalib clamps normalised outputs to [0, 1], i.e. to ``threshold +- (max - min) / 2``, and only
         thresholds inside that band can be chosen after export (``anomalib_ssimae.deploy.normalized_cut``)."""
         observed = self.observed_range.to(self.image_min.dtype)
-        for threshold, low, high, seen_low, seen_high in (
-            (self._image_threshold, self.image_min, self.image_max, observed[0], observed[1]),
-            (self._pixel_threshold, self.pixel_min, self.pixel_max, observed[2], observed[3]),
+        for level, threshold, low, high, seen_low, seen_high in (
+            ("image", self._image_threshold, self.image_min, self.image_max, observed[0], observed[1]),
+            ("pixel", self._pixel_threshold, self.pixel_min, self.pixel_max, observed[2], observed[3]),
         ):
             if torch.isnan(threshold) or torch.isnan(seen_low) or torch.isnan(seen_high):
                 continue
             half = torch.maximum(seen_high - threshold, threshold - seen_low)
+            if not half > 0:  # every validation value equals the threshold: anomalib would divide by zero
+                half = threshold.abs() if threshold != 0 else torch.ones_like(threshold)
+                logger.warning(
+                    "DefectFreePostProcessor: every %s validation value equals the threshold %.6g, so the %s "
+                    "normalisation range is set to threshold +- |threshold| (0 -> 0, threshold -> 0.5, "
+                    "2 x threshold -> 1)",
+                    level,
+                    float(threshold),
+                    level,
+                )
             low.copy_(threshold - half)
             high.copy_(threshold + half)
 
     def set_false_positive_rates(self, image_fpr: float | None = None, pixel_fpr: float | None = None) -> None:
         """Move the thresholds to other false-positive rates, from the stored defect-free quantiles (no retraining).
 
-        The rate is interpolated in log scale on :data:`FPR_GRID` (1 down to 1e-6); rates below what the
-        validation images can resolve (about 1 / number of defect-free scores or pixels) give their maximum.
+        The rate is interpolated in log scale on :data:`FPR_GRID` (1 down to 1e-6; smaller rates raise
+        ``ValueError``); rates below what the validation images can resolve (about 1 / number of defect-free scores
+        or pixels) give their maximum.
         ``min_defect_area`` is not re-applied: call it before exporting, then re-export.
         """
+        for name, fpr in (("image_fpr", image_fpr), ("pixel_fpr", pixel_fpr)):
+            if fpr is not None:
+                check_fpr(name, fpr)
         for fpr, table, threshold in (
             (image_fpr, self.image_fpr_quantiles, self._image_threshold),
             (pixel_fpr, self.pixel_fpr_quantiles, self._pixel_threshold),
@@ -230,12 +291,13 @@ class DefectFreePostProcessor(PostProcessor):
 
 
 def interpolate_fpr(quantiles: torch.Tensor | np.ndarray | list[float], fpr: float) -> float:
-    """Raw threshold for a false-positive rate ``fpr`` in (0, 1] from quantiles on :data:`FPR_GRID` ``(61,)``."""
-    if not 0 < fpr <= 1:
-        msg = f"a false-positive rate must be in (0, 1], got {fpr}"
+    """Raw threshold for a false-positive rate ``fpr`` in [:data:`MIN_FPR`, 1] from quantiles on :data:`FPR_GRID`
+    ``(61,)``. Raises ``ValueError`` outside that range (the table says nothing below 1e-6)."""
+    if not MIN_FPR <= fpr <= 1:
+        msg = f"a false-positive rate must be in [{MIN_FPR:g}, 1] (the range of the stored quantiles), got {fpr:g}"
         raise ValueError(msg)
     grid = np.log10(FPR_GRID.numpy())[::-1]  # increasing: -6 ... 0
     if isinstance(quantiles, torch.Tensor):
         quantiles = quantiles.detach().cpu().numpy()
     values = np.asarray(quantiles, dtype=np.float64)[::-1]
-    return float(np.interp(np.log10(max(fpr, 1e-6)), grid, values))
+    return float(np.interp(np.log10(fpr), grid, values))

@@ -36,9 +36,10 @@ def test_fpr_quantiles_leave_the_target_fraction_above() -> None:
     )
     table = fpr_quantiles(scores)
     assert interpolate_fpr(table, 0.01) == pytest.approx(99.0)
-    assert interpolate_fpr(table, 1e-9) == 100.0  # below the grid: the maximum
-    with pytest.raises(ValueError, match="false-positive rate"):
-        interpolate_fpr(table, 0.0)
+    assert interpolate_fpr(table, 1e-6) == 100.0  # the end of the grid: the maximum
+    for below in (1e-9, 0.0):  # below the stored range: refused, not silently replaced by 1e-6 (issue 10)
+        with pytest.raises(ValueError, match=r"\[1e-06, 1\].*got " + f"{below:g}"):
+            interpolate_fpr(table, below)
 
 
 def test_min_defect_area_rule() -> None:
@@ -109,10 +110,65 @@ def test_thresholds_come_from_defect_free_images_only() -> None:
 def test_invalid_rates_are_rejected() -> None:
     with pytest.raises(ValueError, match="image_fpr"):
         DefectFreePostProcessor(image_fpr=1.5)
+    # below the stored quantiles' range (FPR_GRID ends at 1e-6): refused by name (issue 10), at init and later
+    with pytest.raises(ValueError, match=r"pixel_fpr .* \[1e-06, 1\), got 1e-07: .* stored down to 1e-06"):
+        DefectFreePostProcessor(pixel_fpr=1e-7)
+    post = DefectFreePostProcessor()
+    with pytest.raises(ValueError, match=r"image_fpr .* got 1e-09"):
+        post.set_false_positive_rates(image_fpr=1e-9)
+    assert post.image_fpr == 0.01  # unchanged
+    DefectFreePostProcessor(image_fpr=1e-6, pixel_fpr=1e-6)  # the end of the range is allowed
     with pytest.raises(ValueError, match="min_defect_area"):
         DefectFreePostProcessor(min_defect_area=0)
     with pytest.raises(ValueError, match="enable_normalization"):
         DefectFreePostProcessor(enable_normalization=False)
+
+
+def _fit(post: DefectFreePostProcessor, scores: list[float], maps: torch.Tensor) -> DefectFreePostProcessor:
+    """One validation epoch of defect-free images only."""
+    post.on_validation_epoch_start(None, None)
+    post.on_validation_batch_end(None, None, _batch(scores, [False] * len(scores), maps))
+    post.on_validation_epoch_end(None, None)
+    return post
+
+
+def test_one_defect_free_validation_image_is_refused() -> None:
+    """Issue 10: one defect-free validation image gave the threshold its own score and an empty normalisation range
+    (normalised scores exactly 0 or 1; similar defect-free images called anomalous). Now refused, naming the split."""
+    maps = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"has 1 defect-free image; at least 2 .*val_split_ratio"):
+        _fit(DefectFreePostProcessor(), [0.7], maps)
+    # at fit start already, from the datamodule's validation split (before any training)
+    import pandas as pd
+
+    trainer = type("T", (), {})()
+    trainer.datamodule = type("D", (), {})()
+    trainer.datamodule.val_data = type("S", (), {"samples": pd.DataFrame({"label_index": [0, 1, 1]})})()
+    with pytest.raises(ValueError, match="has 1 defect-free image"):
+        DefectFreePostProcessor().on_fit_start(trainer, None)
+    trainer.datamodule.val_data.samples = pd.DataFrame({"label_index": [0, 0, 1]})
+    DefectFreePostProcessor().on_fit_start(trainer, None)  # two: accepted
+
+
+def test_identical_validation_scores_use_the_documented_range() -> None:
+    """Two defect-free validation images with the same score (and no defective one): the observed range is empty,
+    so the image range falls back to threshold +- |threshold|: normalised = 0.5 + (x - t) / (2 |t|)."""
+    maps = torch.linspace(0, 1, 2 * 64).reshape(2, 1, 8, 8)
+    post = _fit(DefectFreePostProcessor(image_fpr=0.5), [0.7, 0.7], maps)
+    assert float(post.image_threshold) == pytest.approx(0.7)
+    assert (float(post.image_min), float(post.image_max)) == pytest.approx((0.0, 1.4))
+    out = post.forward(
+        ImageBatch(
+            image=torch.zeros(4, 3, 8, 8),
+            pred_score=torch.tensor([0.0, 0.7, 0.875, 1.4]),
+            anomaly_map=maps[:1].expand(4, -1, -1, -1),
+        )
+    )
+    assert out.pred_score.tolist() == pytest.approx([0.0, 0.5, 0.625, 1.0])
+    assert out.pred_label.tolist() == [False, False, True, True]
+    # the pixel range was not empty: centred on its threshold as before, holding every validation pixel
+    assert float(post.pixel_max + post.pixel_min) / 2 == pytest.approx(float(post.pixel_threshold))
+    assert float(post.pixel_min) <= 0.0 and float(post.pixel_max) >= 1.0
 
 
 @pytest.mark.slow

@@ -12,31 +12,118 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from anomalib.deploy import CompressionType
 
 from anomalib_ssimae.deploy.records import json_number, write_text_atomic
-from anomalib_ssimae.post_processing import FPR_GRID, interpolate_fpr
+from anomalib_ssimae.post_processing import FPR_GRID, MIN_FPR, interpolate_fpr
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
-ONNX_OPSET = 18  # the stitching uses Col2Im, opset >= 18
+ONNX_OPSET = 18  # the stitching uses Col2Im, opset >= 18; torch's exporter cannot convert the graph down
+
+
+def check_opset(opset_version: Any) -> None:
+    """Refuse an ONNX ``opset_version`` below :data:`ONNX_OPSET`: torch's exporter writes opset 18, its down-conversion
+    fails (``No Adapter To Version $17 for Pad``) and it then keeps opset 18 while reporting success.
+
+    Raises:
+        ValueError: naming ``opset_version``.
+    """
+    if opset_version is None:
+        return
+    if isinstance(opset_version, bool) or not isinstance(opset_version, int) or opset_version < ONNX_OPSET:
+        msg = (
+            f"onnx_kwargs opset_version={opset_version!r} is not supported: SSIM-AE graphs need ONNX opset "
+            f"{ONNX_OPSET} or later (Col2Im stitches the patches; torch's exporter cannot convert them to an older "
+            f"opset and would silently keep {ONNX_OPSET}). Use opset_version {ONNX_OPSET} or omit it."
+        )
+        raise ValueError(msg)
+
+
+def graph_image_size(model: torch.nn.Module) -> list[int] | None:
+    """``[height, width]`` the exported graph resizes its input to: the size the model's export transform gives a
+    dummy image (anomalib exports ``pre_processor.export_transform``); ``None`` when the graph does not resize."""
+    pre = getattr(model, "pre_processor", None)
+    transform = getattr(pre, "export_transform", None) or getattr(pre, "transform", None)
+    if transform is None:
+        return None
+    size = transform(torch.zeros(1, 3, 1, 1)).shape[-2:]
+    return None if tuple(size) == (1, 1) else [int(size[0]), int(size[1])]
+
+
+def check_image_size(model: torch.nn.Module) -> None:
+    """Warn when the model's ``image_size`` argument is not what its graph resizes to: ``load_from_checkpoint(ckpt,
+    image_size=...)`` builds the model at the requested size, but anomalib then restores the checkpoint's
+    pre-processor (the size it was trained and calibrated at), so the request has no effect on the graph."""
+    requested, actual = getattr(model, "_image_size", None), graph_image_size(model)
+    if requested is not None and actual is not None and list(requested) != actual:
+        warnings.warn(
+            f"image_size {list(requested)} does not take effect: the checkpoint's pre-processor resizes to {actual}, "
+            f"the size the model was trained and its thresholds fitted at. The export (and {CALIBRATION_FILE}) "
+            "works at that size; to work at another one, train at it.",
+            stacklevel=4,
+        )
+
+
+def ignored_cli_model_arguments(hparams: dict[str, Any], argv: list[str] | None = None) -> list[str]:
+    """``--model.init_args.NAME VALUE`` (or ``--model.NAME``) options of an ``anomalib export --ckpt_path`` command
+    line whose value differs from the checkpoint's: anomalib rebuilds the model from the checkpoint
+    (``Engine.export`` calls ``load_from_checkpoint(ckpt_path)``) and drops them. Returns ``"NAME=VALUE (checkpoint:
+    X)"`` strings; empty outside ``anomalib export``."""
+    argv = sys.argv if argv is None else argv
+    if len(argv) < 2 or Path(argv[0]).name != "anomalib" or "export" not in argv[1:3]:
+        return []
+    ignored = []
+    for index, token in enumerate(argv):
+        if not token.startswith("--model."):
+            continue
+        option, equals, value = token.partition("=")
+        if not equals:
+            if index + 1 == len(argv):
+                continue
+            value = argv[index + 1]
+        name = option.removeprefix("--model.").removeprefix("init_args.")
+        if name in ("class_path", "help") or "." in name:
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        stored = hparams.get(name)
+        if name == "image_size":
+            parsed, stored = _as_size(parsed), _as_size(stored)
+        if parsed != stored:
+            ignored.append(f"{name}={value} (checkpoint: {stored})")
+    return ignored
+
+
+def _as_size(value: Any) -> Any:
+    """``256`` or ``[256, 256]`` -> ``[256, 256]``; anything else unchanged."""
+    if isinstance(value, int):
+        return [value, value]
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
 
 
 def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
-    """What the exported graph bakes in, as plain data (see module docstring): model name, ``image_size``, raw
-    image/pixel thresholds, the normalised cuts (``1 - sensitivity``), the normalisation range and, if calibrated on
-    defect-free images, the quantiles at :data:`~anomalib_ssimae.post_processing.FPR_GRID`.
+    """What the exported graph bakes in, as plain data (see module docstring): model name, ``image_size`` (what the
+    graph resizes to, read from its pre-processor), raw image/pixel thresholds, the normalised cuts
+    (``1 - sensitivity``), the normalisation range and, if calibrated on defect-free images, the quantiles at
+    :data:`~anomalib_ssimae.post_processing.FPR_GRID`.
     """
     post = model.post_processor
     meta: dict[str, Any] = {
         "model": type(model).__name__,
-        "image_size": list(model._image_size),
+        "image_size": graph_image_size(model),
         "input": "float32 RGB (B, 3, H, W) in [0, 1], any H and W (resized inside to image_size, bilinear, "
         "no antialiasing)",
         "normalized": bool(getattr(post, "enable_normalization", False)),
@@ -102,7 +189,21 @@ def normalized_cut(
             "normalisation range (export again with this package)"
         )
         raise ValueError(msg)
+    note = None
     if fpr is not None:
+        if not MIN_FPR <= fpr <= 1:
+            msg = (
+                f"{level} false-positive rate {fpr:g} ({level}_fpr, ssimae-predict --{level}-fpr) is outside "
+                f"[{MIN_FPR:g}, 1]: the export's defect-free quantiles go down to {MIN_FPR:g} only"
+            )
+            raise ValueError(msg)
+        images = (meta.get("calibration") or {}).get("defect_free_images")
+        if level == "image" and images and fpr * images < 1:
+            note = (
+                f"image_fpr {fpr:g} is below what {images} defect-free calibration images resolve (1/{images}): "
+                "the threshold is near their highest score and the actual rate is unknown"
+            )
+            logger.warning("%s", note)
         table = (meta.get("calibration") or {}).get(f"{level}_fpr_quantiles")
         if not table or any(v is None for v in table):
             msg = (
@@ -123,16 +224,31 @@ def normalized_cut(
         )
         raise ValueError(msg)
     source = f"{level}_fpr={fpr:g}" if fpr is not None else "user"
-    return cut, {"raw": threshold, "normalized": cut, "source": source}
+    info = {"raw": threshold, "normalized": cut, "source": source}
+    if note is not None:
+        info["note"] = note
+    return cut, info
 
 
 class CalibratedExportMixin:
     """anomalib's ``to_onnx``/``to_openvino``/``to_torch`` plus ``calibration.json`` beside the model file.
 
-    Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``. ONNX defaults to opset 18; fp16
-    OpenVINO compression warns, because it also rounds the baked thresholds and normalisation constants (a score
-    moved 0.59 -> 0.67 in a trial).
+    Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``. ONNX defaults to opset 18 and refuses
+    older ones (:func:`check_opset`); fp16 OpenVINO compression warns, because it also rounds the baked thresholds
+    and normalisation constants (a score moved 0.59 -> 0.67 in a trial). Every export warns when the model's
+    ``image_size`` is not what the graph does (:func:`check_image_size`) and when ``anomalib export`` drops
+    ``--model.init_args`` options that differ from the checkpoint (:func:`ignored_cli_model_arguments`).
     """
+
+    def _check_export(self) -> None:
+        check_image_size(self)
+        ignored = ignored_cli_model_arguments(dict(getattr(self, "hparams", {})))
+        if ignored:
+            warnings.warn(
+                "anomalib export --ckpt_path rebuilds the model from the checkpoint and ignores "
+                f"{', '.join(ignored)}; the export uses the checkpoint's values (to change them, train again)",
+                stacklevel=3,
+            )
 
     def to_onnx(
         self,
@@ -141,8 +257,11 @@ class CalibratedExportMixin:
         input_size: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> Path:
-        """anomalib's ONNX export (opset 18 unless given) plus ``calibration.json``."""
+        """anomalib's ONNX export (opset 18 unless given; older ones raise ``ValueError``) plus ``calibration.json``."""
         kwargs.setdefault("opset_version", ONNX_OPSET)
+        check_opset(kwargs["opset_version"])
+        if not getattr(self, "_exporting", False):  # to_openvino checked already
+            self._check_export()
         path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
         logger.info("export metadata: %s", write_export_metadata(self, path.parent))
         return path
@@ -157,18 +276,25 @@ class CalibratedExportMixin:
         **kwargs: Any,
     ) -> Path:
         """anomalib's OpenVINO export plus ``calibration.json``; warns on fp16 compression."""
+        check_opset((kwargs.get("onnx_kwargs") or {}).get("opset_version"))
+        self._check_export()
         if compression_type == CompressionType.FP16:
             warnings.warn(
                 "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
                 "and masks (see README, Deployment); run the f32 model with INFERENCE_PRECISION_HINT f32 instead.",
                 stacklevel=2,
             )
-        path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
+        self._exporting = True
+        try:
+            path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
+        finally:
+            self._exporting = False
         logger.info("export metadata: %s", write_export_metadata(self, path.parent))
         return path
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's pickled torch export plus ``calibration.json``."""
+        self._check_export()
         path = super().to_torch(export_root, model_file_name)
         logger.info("export metadata: %s", write_export_metadata(self, path.parent))
         return path

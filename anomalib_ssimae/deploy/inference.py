@@ -24,7 +24,7 @@ import numpy as np
 
 from anomalib_ssimae.data.images import find_images, read_rgb
 from anomalib_ssimae.deploy.export import CALIBRATION_FILE, normalized_cut
-from anomalib_ssimae.deploy.records import overlay_picture, prediction_record
+from anomalib_ssimae.deploy.records import overlay_picture, prediction_record, warn_if_upscaled
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,22 @@ class OpenVinoDetector:
         except RuntimeError as error:
             msg = f"{self.model_path}: OpenVINO cannot load it ({str(error).strip().splitlines()[0][:200]})"
             raise ValueError(msg) from error
+        self.image_size = self.meta.get("image_size") or self._map_size()
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``images``: ``(B, 3, H, W)`` float32 in [0, 1]. Returns ``pred_score (B,)``, ``anomaly_map (B, h, w)``
+    def _map_size(self) -> list[int] | None:
+        """``[h, w]`` of the exported anomaly map (the size the graph resizes to), when static."""
+        for port in self.compiled.outputs:
+            if "anomaly_map" in port.get_names() and port.get_partial_shape()[-2:].is_static:
+                return [int(d.get_length()) for d in port.get_partial_shape()[-2:]]
+        return None
+
+    def __call__(self, images: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """``images``: ``(B, 3, H, W)`` float32 in [0, 1]; ``names``: their file names, for the warning about
+        images enlarged more than :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times to the model's
+        ``image_size`` (default: ``input[i]``). Returns ``pred_score (B,)``, ``anomaly_map (B, h, w)``
         (normalised), and ``pred_label (B,)``, ``pred_mask (B, h, w)`` at this detector's thresholds."""
+        for index in range(len(images)):
+            warn_if_upscaled(names[index] if names else f"input[{index}]", images.shape[-2:], self.image_size)
         outputs = self.compiled(np.ascontiguousarray(images, dtype=np.float32))
         named = {port.get_any_name(): value for port, value in outputs.items()}
         score = named["pred_score"].reshape(-1)
@@ -99,7 +111,8 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
 
     Never overwrites: an existing ``predictions.jsonl`` raises ``FileExistsError``. Records are appended to
     ``predictions.jsonl.partial`` as images are done and the file is renamed at the end, so an interrupted run
-    leaves its finished records. An unreadable image gets a record with ``"error"`` and the run goes on.
+    leaves its finished records. An unreadable image gets a record with ``"error"`` and the run goes on; an image
+    enlarged more than :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times gets a warning naming it.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final = output_dir / "predictions.jsonl"
@@ -123,7 +136,7 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
                 logger.error("%s", error)
                 records.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
                 continue
-            result = detector(array.transpose(2, 0, 1)[None])
+            result = detector(array.transpose(2, 0, 1)[None], [str(path)])
             overlay = output_dir / "overlays" / relative.with_name(relative.name + ".png")  # a.png, a.jpg differ
             overlay.parent.mkdir(parents=True, exist_ok=True)
             temporary = overlay.with_name(f".{overlay.name}.partial")

@@ -1,14 +1,19 @@
-"""Prediction records: defect regions, the JSON-lines record, overlay pictures, JSON numbers and atomic writes.
+"""Prediction records: defect regions, the JSON-lines record, overlay pictures, JSON numbers, atomic writes, the
+names of a prediction run's outputs and the upscaling warning.
 
-Shared by ``anomalib predict`` (:class:`~anomalib_ssimae.callbacks.PredictionRecords`) and ``ssimae-predict``
+Shared by ``anomalib predict`` (:class:`~anomalib_ssimae.callbacks.PredictionRecords`,
+:class:`~anomalib_ssimae.visualization.ReconstructionVisualizer`) and ``ssimae-predict``
 (:mod:`anomalib_ssimae.deploy.inference`), so both write the same record.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,10 @@ import torch
 from anomalib.visualization.image.functional import overlay_images, visualize_anomaly_map, visualize_mask
 from PIL import Image
 from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+MAX_UPSCALE = 2.0  # an image enlarged more than this (per side) to the model's image_size gets a warning
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -28,6 +37,82 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.umask(umask)
     Path(tmp.name).chmod(0o666 & ~umask)  # readable like any other file, not the temp file's 0600
     Path(tmp.name).replace(path)
+
+
+def save_image_atomic(image: Image.Image, path: Path) -> None:
+    """Save ``image`` to ``path`` (format from the suffix) through a temporary file in the same folder and a rename:
+    an interrupted run never leaves a half-written picture under the real name."""
+    temporary = path.with_name(f".{path.name}.partial")
+    image.save(temporary, format=Image.registered_extensions()[path.suffix.lower()])
+    temporary.replace(path)
+
+
+def picture_name(name: str) -> str:
+    """The result picture's file name for an input file name: the same name when PIL can write its format (as
+    anomalib's visualizer does), else with ``.png`` appended."""
+    suffix = Path(name).suffix.lower()
+    writable = suffix in Image.registered_extensions() and Image.registered_extensions()[suffix] in Image.SAVE
+    return name if writable else f"{name}.png"
+
+
+def reserve_prediction_run(root: Path, pictures: Path | None = None) -> str:
+    """A new run name ``predictions-<YYYYmmdd-HHMMSS>[-N]``: no ``<root>/<name>.jsonl`` (or ``.partial``) exists
+    and, with ``pictures``, the folder ``<pictures>/<name>`` did not exist and has now been created (so two runs
+    started in the same second never share it)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    number = 1
+    while True:
+        name = f"predictions-{stamp}" if number == 1 else f"predictions-{stamp}-{number}"
+        number += 1
+        if (root / f"{name}.jsonl").exists() or (root / f"{name}.jsonl.partial").exists():
+            continue
+        if pictures is None:
+            return name
+        pictures.mkdir(parents=True, exist_ok=True)
+        try:
+            (pictures / name).mkdir()
+        except FileExistsError:
+            continue
+        return name
+
+
+def common_folder(paths: Iterable[str | Path]) -> Path | None:
+    """The deepest folder holding all ``paths`` (absolute), or ``None`` for no paths. Result pictures keep each
+    input's path below it, so ``line1/good/000.png`` and ``line2/good/000.png`` get two pictures."""
+    folders = {str(Path(p).absolute().parent) for p in paths}
+    return Path(os.path.commonpath(sorted(folders))) if folders else None
+
+
+def upscale_factor(size: tuple[int, int], image_size: tuple[int, int] | list[int] | None) -> float:
+    """How much an image of ``size`` (height, width) is enlarged, on its more enlarged side, when resized to
+    ``image_size`` (height, width); 1.0 without an ``image_size``."""
+    if image_size is None or min(size) < 1:
+        return 1.0
+    return max(1.0, image_size[0] / size[0], image_size[1] / size[1])
+
+
+def warn_if_upscaled(
+    path: str | Path, size: tuple[int, int], image_size: tuple[int, int] | list[int] | None
+) -> float | None:
+    """Log a warning naming ``path`` and the factor when resizing it to ``image_size`` enlarges a side more than
+    :data:`MAX_UPSCALE` times (the network then sees blurred pixels it never saw in training and flags them or
+    misses small defects). Returns the factor when it warned, else ``None``."""
+    factor = upscale_factor(size, image_size)
+    if factor <= MAX_UPSCALE:
+        return None
+    logger.warning(
+        "%s: %d x %d (width x height) is enlarged %.3g times to the model's image_size %d x %d; more than %g times "
+        "gives unreliable scores: predict images of the training resolution (crop or tile large ones, do not enlarge "
+        "small ones)",
+        path,
+        size[1],
+        size[0],
+        factor,
+        image_size[1],
+        image_size[0],
+        MAX_UPSCALE,
+    )
+    return factor
 
 
 def defect_regions(mask: np.ndarray, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
