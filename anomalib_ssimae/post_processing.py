@@ -65,6 +65,16 @@ def defect_free_count(dataset: object) -> int | None:
     return int((samples["label_index"] == 0).sum())
 
 
+def from_all_processes(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Under distributed training (DDP), the tensors of every process, in rank order; else ``values`` itself.
+    Each process validates only its share of the images, and the thresholds must come from all of them."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    gathered: list[list[torch.Tensor] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, values)
+    return [tensor for part in gathered for tensor in part or []]
+
+
 def _normal_images(batch: Batch) -> torch.Tensor:
     """Boolean ``(B,)``: the defect-free images of a validation batch (all of them when labels are missing)."""
     if batch.gt_label is None:
@@ -199,6 +209,7 @@ class DefectFreePostProcessor(PostProcessor):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """anomalib's thresholds and min/max, then the defect-free thresholds replace the F1-adaptive ones."""
         super().on_validation_epoch_end(trainer, pl_module)
+        self._scores, self._maps = from_all_processes(self._scores), from_all_processes(self._maps)
         if not self._scores:
             logger.warning(
                 "DefectFreePostProcessor: the validation set has no defect-free image, so the thresholds stay "
@@ -229,7 +240,7 @@ class DefectFreePostProcessor(PostProcessor):
         self._image_threshold.fill_(float(image[-2]))
         self.calibration_images.fill_(len(scores))
         if self._maps:
-            maps = torch.cat(self._maps).numpy()
+            maps = torch.cat(self._maps)[: self.max_calibration_images].numpy()
             pixels = fpr_quantiles(maps[np.isfinite(maps)], rates)  # one sort for the table and the threshold
             self.pixel_fpr_quantiles.copy_(pixels[:-2])
             self._pixel_threshold.fill_(float(pixels[-1]))

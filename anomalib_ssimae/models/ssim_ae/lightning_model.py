@@ -284,11 +284,13 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
     def on_fit_start(self) -> None:
         """Check the training and validation images; choose the training precision; size the cosine schedule."""
         check_datamodule_images(self.trainer.datamodule, "train_data", "val_data")
+        if self.trainer.world_size > 1:  # each process draws its own crops (the same seed would repeat positions)
+            torch.manual_seed(int(torch.randint(2**62, ())) + self.global_rank)
         if self.hparams.lr_schedule == "cosine":
             self._schedule = CosineLearningRate(
                 self.hparams.learning_rate,
                 self.hparams.warmup_crops,
-                self.hparams.batch_size,
+                self.hparams.batch_size * self.trainer.world_size,  # crops per optimiser step, all processes
                 self.hparams.crops_per_epoch,
             )
             self._schedule.start(self.trainer)
@@ -355,17 +357,21 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         del batch_idx
         optimizer = self.optimizers()
         images = to_model_channels(batch.image, self.model.in_channels)
+        # crops_per_epoch counts all processes: under DDP each takes 1/world_size of the steps on its share of the
+        # images (its sampler's length), and the averaged gradients make a step of world_size x batch_size crops
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
         steps = updates_for_images(
             self._images_seen,
             len(images),
-            len(self.trainer.train_dataloader.dataset),
-            math.ceil(self.hparams.crops_per_epoch / self.hparams.batch_size),
+            len(sampler) if sampler is not None else len(loader.dataset),
+            math.ceil(self.hparams.crops_per_epoch / (self.hparams.batch_size * self.trainer.world_size)),
         )
         self._images_seen += len(images)
         loss = None
         for _ in range(steps):
-            if time_is_up(self.trainer):  # stop at max_time, not at the end of the image batch
-                break
+            if self.trainer.world_size == 1 and time_is_up(self.trainer):  # stop at max_time, not at the end of
+                break  # the image batch (under DDP Lightning's check after the batch keeps the processes in step)
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:
