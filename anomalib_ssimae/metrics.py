@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from anomalib.metrics import AnomalibMetric
+from anomalib.metrics import AnomalibMetric, Evaluator
 from anomalib.metrics.utils import plot_metric_curve
 from kornia.morphology import opening
 from matplotlib.figure import Figure
@@ -254,3 +254,55 @@ class PaperProtocolAUROC(AnomalibMetric, _PaperProtocolAUROC):  # type: ignore[m
         >>> int((fpr == 1).sum()), int(((fpr == 0) & (tpr == 0.92)).sum()), int((tpr == 0).sum())
         (5, 25, 20)
     """
+
+
+class CheckedEvaluator(Evaluator):
+    """anomalib's ``Evaluator`` that reports a test metric as NaN, with a warning saying why, when the test set
+    cannot define it, instead of the number anomalib prints (0.0 or 0.5, which look like results).
+
+    A metric is undefined when its target field (``gt_label`` or ``gt_mask``, the last of its ``fields``) has only
+    one class over the whole test set: no defective image or no defect-free image for image metrics, no defect
+    pixel for pixel metrics (e.g. a test set without ``ground_truth`` masks). Same arguments as ``Evaluator``;
+    :class:`PaperProtocolAUROC` needs only defective images and is left to its own check.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen: dict[str, set[bool]] = {}
+
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Forget the classes seen in an earlier test."""
+        del trainer, pl_module
+        self._seen = {}
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any, **kw: Any) -> None:
+        """anomalib's metric updates, plus the classes present in each target field."""
+        super().on_test_batch_end(trainer, pl_module, outputs, batch, *args, **kw)
+        for field in ("gt_label", "gt_mask"):
+            target = getattr(outputs, field, None)
+            if target is not None:
+                self._seen.setdefault(field, set()).update(torch.unique(target.bool()).tolist())
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Log each metric, or NaN with a warning when its target field has only one class."""
+        seen = self._seen
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list[dict | None] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, seen)
+            seen = {f: set().union(*((p or {}).get(f, set()) for p in parts)) for f in ("gt_label", "gt_mask")}
+        for metric in self.test_metrics:
+            field = metric.fields[-1] if getattr(metric, "fields", None) else None
+            classes = seen.get(field, set())
+            if isinstance(metric, PaperProtocolAUROC) or field not in {"gt_label", "gt_mask"} or len(classes) == 2:
+                self.log(metric.name, metric)
+                continue
+            what = "image" if field == "gt_label" else "pixel"
+            lacking = "defective" if True not in classes else "defect-free"
+            warnings.warn(
+                f"{metric.name} cannot be computed: the test set has no {lacking} {what}s"
+                f"{' (no ground-truth masks?)' if field == 'gt_mask' and lacking == 'defective' else ''}; logged as NaN",
+                UserWarning,
+                stacklevel=1,
+            )
+            self.log(metric.name, float("nan"))
+            metric.reset()

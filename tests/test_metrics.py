@@ -3,6 +3,10 @@ transcription of the authors' numpy/skimage code."""
 
 from __future__ import annotations
 
+import math
+import shutil
+from pathlib import Path
+
 import kornia
 import numpy as np
 import pytest
@@ -229,3 +233,44 @@ def test_invalid_arguments() -> None:
         _PaperProtocolAUROC(opening_radius=-1)
     with pytest.raises(ValueError, match="same B, H, W"):
         _PaperProtocolAUROC().update(torch.rand(1, 1, 8, 8), torch.zeros(1, 8, 9, dtype=torch.bool))
+
+
+def _test_set(root: Path, good: bool, defective: bool) -> Path:
+    """An MVTec-layout copy of the embedded data with only some of its test images (4 training images)."""
+    from .helpers import EMBEDDED
+
+    data = root / "part"
+    (data / "train" / "good").mkdir(parents=True)
+    for source in sorted((EMBEDDED / "train" / "good").glob("*.png"))[:4]:
+        shutil.copy(source, data / "train" / "good" / source.name)
+    if good:
+        shutil.copytree(EMBEDDED / "test" / "good", data / "test" / "good")
+    if defective:
+        shutil.copytree(EMBEDDED / "test" / "pitting", data / "test" / "pitting")
+        shutil.copytree(EMBEDDED / "ground_truth", data / "ground_truth")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("good", "defective", "undefined"),
+    [
+        (True, False, {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Score"}),
+        (False, True, {"image_AUROC", "image_F1Max"}),
+    ],
+)
+def test_metrics_a_test_set_cannot_define_are_nan(tmp_path: Path, good: bool, defective: bool, undefined: set) -> None:
+    # anomalib printed 0.0 for every metric of a test set with only defect-free images, which looks like a result
+    from anomalib.engine import Engine
+
+    from anomalib_ssimae import SsimAe
+    from anomalib_ssimae.data import MVTecAD
+
+    root = _test_set(tmp_path / "data", good, defective)
+    datamodule = MVTecAD(root=root, category="part", num_workers=0, eval_batch_size=8, val_split_mode="none")
+    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
+    model = SsimAe(image_size=[208, 512], visualizer=False)
+    with pytest.warns(UserWarning, match="cannot be computed: the test set has no"):
+        results = engine.test(model, datamodule=datamodule, verbose=False)[0]
+    assert {name for name, value in results.items() if math.isnan(value)} == undefined
+    assert all(0 <= value <= 1 for name, value in results.items() if name not in undefined and name.startswith("pixel"))

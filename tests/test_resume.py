@@ -104,3 +104,23 @@ def test_maps_are_finite_for_constant_images_and_perfect_reconstructions() -> No
     with torch.no_grad():
         prediction = model.model(torch.zeros(2, 3, 128, 160))
     assert torch.isfinite(prediction.anomaly_map).all() and torch.isfinite(prediction.pred_score).all()
+
+
+class _Payload:
+    """Unpickling this would run code (``__reduce__``): what a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoints_load_without_running_code(tmp_path: Path) -> None:
+    # Lightning reads local checkpoints with torch.load's default, weights_only=True since torch 2.6: the package's
+    # own checkpoints load that way (above), and a checkpoint carrying code is refused before anything runs
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        SsimDae.load_from_checkpoint(tmp_path / "evil.ckpt")
+    assert not marker.exists()

@@ -34,6 +34,7 @@ from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
 from anomalib_ssimae.data.images import check_datamodule_images, check_image_files, dataset_image_paths
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
+from anomalib_ssimae.metrics import CheckedEvaluator
 from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction, to_model_channels
@@ -239,8 +240,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Image AUROC and F1Max, pixel AUROC, AUPRO (FPR <= 0.3) and F1 at the post-processor's threshold."""
-        return Evaluator(
+        """Image AUROC and F1Max, pixel AUROC, AUPRO (FPR <= 0.3) and F1 at the post-processor's threshold; NaN with
+        a warning for those the test set cannot define (:class:`~anomalib_ssimae.metrics.CheckedEvaluator`)."""
+        return CheckedEvaluator(
             test_metrics=[
                 AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
                 F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
