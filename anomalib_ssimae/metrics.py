@@ -260,10 +260,12 @@ class CheckedEvaluator(Evaluator):
     """anomalib's ``Evaluator`` that reports a test metric as NaN, with a warning saying why, when the test set
     cannot define it, instead of the number anomalib prints (0.0 or 0.5, which look like results).
 
-    A metric is undefined when its target field (``gt_label`` or ``gt_mask``, the last of its ``fields``) has only
-    one class over the whole test set: no defective image or no defect-free image for image metrics, no defect
-    pixel for pixel metrics (e.g. a test set without ``ground_truth`` masks). Same arguments as ``Evaluator``;
-    :class:`PaperProtocolAUROC` needs only defective images and is left to its own check.
+    The target of a metric is its last field (``gt_label`` or ``gt_mask``). Over the whole test set, a ranking
+    metric (AUROC, AUPRO, ...) needs both classes: defective and defect-free images (image metrics), defect and
+    defect-free pixels (pixel metrics); an F1 metric needs defects (it is defined on defective images alone). So a
+    test set with only defect-free images, or without ``ground_truth`` masks, gives NaN pixel metrics, and one with
+    only defective images NaN image AUROC. Same arguments as ``Evaluator``; :class:`PaperProtocolAUROC` uses only
+    defective images and is left to its own check.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -276,33 +278,45 @@ class CheckedEvaluator(Evaluator):
         self._seen = {}
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any, **kw: Any) -> None:
-        """anomalib's metric updates, plus the classes present in each target field."""
+        """anomalib's metric updates (from ``batch``), plus the classes present in each target field."""
         super().on_test_batch_end(trainer, pl_module, outputs, batch, *args, **kw)
         for field in ("gt_label", "gt_mask"):
-            target = getattr(outputs, field, None)
+            target = getattr(batch, field, None)
             if target is not None:
                 self._seen.setdefault(field, set()).update(torch.unique(target.bool()).tolist())
 
+    def _undefined(self, metric: Any, seen: dict[str, set[bool]]) -> str | None:
+        """Why ``metric`` cannot be computed on the test set, or ``None``."""
+        field = metric.fields[-1] if getattr(metric, "fields", None) else None
+        if isinstance(metric, PaperProtocolAUROC) or field not in {"gt_label", "gt_mask"}:
+            return None
+        classes = seen.get(field, set())
+        what = "images" if field == "gt_label" else "pixels"
+        if True not in classes:
+            return f"no defective {what}{' (no ground-truth masks?)' if field == 'gt_mask' else ''}"
+        if False not in classes and "F1" not in type(metric).__name__:
+            return f"no defect-free {what}"
+        return None
+
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Log each metric, or NaN with a warning when its target field has only one class."""
+        """Log each metric, or NaN with a warning when the test set cannot define it."""
+        del pl_module
         seen = self._seen
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             parts: list[dict | None] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, seen)
             seen = {f: set().union(*((p or {}).get(f, set()) for p in parts)) for f in ("gt_label", "gt_mask")}
         for metric in self.test_metrics:
-            field = metric.fields[-1] if getattr(metric, "fields", None) else None
-            classes = seen.get(field, set())
-            if isinstance(metric, PaperProtocolAUROC) or field not in {"gt_label", "gt_mask"} or len(classes) == 2:
+            reason = self._undefined(metric, seen)
+            if reason is None:
                 self.log(metric.name, metric)
-                continue
-            what = "image" if field == "gt_label" else "pixel"
-            lacking = "defective" if True not in classes else "defect-free"
-            warnings.warn(
-                f"{metric.name} cannot be computed: the test set has no {lacking} {what}s"
-                f"{' (no ground-truth masks?)' if field == 'gt_mask' and lacking == 'defective' else ''}; logged as NaN",
-                UserWarning,
-                stacklevel=1,
-            )
-            self.log(metric.name, float("nan"))
-            metric.reset()
+                value = metric.compute() if trainer.barebones else None
+            else:
+                warnings.warn(
+                    f"{metric.name} cannot be computed: the test set has {reason}; logged as NaN", stacklevel=1
+                )
+                self.log(metric.name, float("nan"))
+                value = torch.tensor(float("nan"))
+                metric.reset()
+            if trainer.barebones:  # self.log does nothing there (as anomalib's Evaluator does)
+                trainer.callback_metrics[metric.name] = trainer.logged_metrics[metric.name] = value

@@ -201,10 +201,11 @@ class DefectFreePostProcessor(PostProcessor):
         if normal.any():
             self._scores.append(outputs.pred_score.detach().float().cpu().reshape(-1)[normal])
             kept = sum(len(m) for m in self._maps)
-            if outputs.anomaly_map is not None and kept < self.max_calibration_images:
+            limit = -(-self.max_calibration_images // getattr(trainer, "world_size", 1))  # per process: DDP gathers
+            if outputs.anomaly_map is not None and kept < limit:
                 maps = outputs.anomaly_map.detach().float().cpu()
                 maps = maps.reshape(len(normal), *maps.shape[-2:])[normal]
-                self._maps.append(maps[: self.max_calibration_images - kept])
+                self._maps.append(maps[: limit - kept])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """anomalib's thresholds and min/max, then the defect-free thresholds replace the F1-adaptive ones."""

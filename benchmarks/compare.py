@@ -246,6 +246,7 @@ def run_grid(args: argparse.Namespace) -> int:
                 print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed}: {status}, kept", flush=True)
                 continue
         print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed} ...", flush=True)
+        path.unlink(missing_ok=True)  # a failed record being retried
         log = path.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, __file__, "cell", model, dataset, str(seed), args.tier]
@@ -258,7 +259,7 @@ def run_grid(args: argparse.Namespace) -> int:
                                       timeout=TIERS[args.tier] + 1800).returncode  # fmt: skip
             except subprocess.TimeoutExpired:
                 code = "timeout"
-        if not path.exists() or path.stat().st_mtime < start:  # the cell died before writing its record
+        if not path.exists():  # the cell died before writing its record
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             error = next(
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""

@@ -26,6 +26,8 @@ def test_report_from_cells(tmp_path: Path) -> None:
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42), cell("ssim_ae", 42, 0.8, 0.90))
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 43), cell("ssim_ae", 43, 0.9, 0.94))
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42), cell("Padim", 42, 0.576, 0.697))
+    pretrained = cell("Padim", 43, 0.9, 0.95, pretrained=True)  # never averaged with the from-scratch runs
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 43), pretrained)
     failure = {"model": "Cflow", "dataset": "mvtec_ad_grid_mini", "seed": 42, "tier": "short", "status": "failed",
                "error": "RuntimeError: out of memory"}  # fmt: skip
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Cflow", 42), failure)
@@ -36,16 +38,21 @@ def test_report_from_cells(tmp_path: Path) -> None:
 
     rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
     assert [(r["model"], r["seed"], r["status"]) for r in rows] == [
-        ("Cflow", "42", "failed"), ("Padim", "42", "ok"), ("ssim_ae", "42", "ok"), ("ssim_ae", "43", "ok"),
+        ("Cflow", "42", "failed"), ("Padim", "42", "ok"), ("Padim", "43", "ok"), ("ssim_ae", "42", "ok"),
+        ("ssim_ae", "43", "ok"),
     ]  # fmt: skip
     table = (out / "short.md").read_text()
     assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 |" in table  # mean ± sample sd of two seeds
     assert "| Padim (1) | 0.576 | 0.697 |" in table
+    assert "| Padim (pretrained) (1) | 0.900 | 0.950 |" in table
     assert "mvtec_ad_grid_mini / Cflow / seed 42: RuntimeError: out of memory" in table
+    assert "every image defective: 0.667." in table  # F1Max floor: 2 of 4 images defective, 2p / (1 + p)
     text = readme.read_text()
     assert "old numbers" not in text
     assert text.startswith("# title\n\n" + BEGIN) and text.endswith(END + "\n\n## License\n")
-    assert "| mvtec_ad_grid_mini | 0.92 ± 0.03 / 0.85 ± 0.07 | failed | 0.70 / 0.58 |" in text  # ours first
+    assert (
+        "| mvtec_ad_grid_mini | 0.92 ± 0.03 / 0.85 ± 0.07 | failed | 0.70 / 0.58 | 0.95 / 0.90 | 42, 43 |" in text
+    )  # ours first
     assert "1 failed cell(s)" in text
     for name in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "roc", "time_vs_pixel_auroc"):
         assert (out / f"short_{name}.png").stat().st_size > 10_000

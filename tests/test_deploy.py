@@ -278,6 +278,36 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
 
 
 @pytest.mark.slow
+def test_folder_prediction_with_requests_in_flight_equals_one_at_a_time(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Several requests in flight (ssimae-predict's default) give the records of __call__, image by image, in order;
+    each request keeps its own input (a freed input was overwritten by the next image's in a first version)."""
+    xml = SsimAe.load_from_checkpoint(trained[0]).to_openvino(tmp_path / "export")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sources = sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:5]
+    for index, source in enumerate(sources):
+        shutil.copy(source, folder / f"{index}.png")
+    (folder / "2b_broken.png").write_bytes(b"not a png")  # between two images: order kept around a failure
+    detector = OpenVinoDetector(xml)
+    runs = {}
+    for jobs in (1, 3):
+        path = predict_folder(detector, folder, tmp_path / f"jobs{jobs}", jobs=jobs)
+        runs[jobs] = [json.loads(line) for line in path.read_text().splitlines()]
+    names = ["0.png", "1.png", "2.png", "2b_broken.png", "3.png", "4.png"]
+    assert [Path(r["image"]).name for r in runs[3]] == [Path(r["image"]).name for r in runs[1]] == names
+    assert "error" in runs[3][3]
+    for record in runs[3][:3] + runs[3][4:]:
+        image = np.asarray(Image.open(record["image"]).convert("RGB"), dtype=np.float32) / 255
+        expected = float(detector(image.transpose(2, 0, 1)[None])["pred_score"][0])
+        assert record["anomaly_score"] == pytest.approx(expected, abs=1e-6), record["image"]
+    assert [r.get("anomaly_score") for r in runs[3]] == [r.get("anomaly_score") for r in runs[1]]
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        list(detector.imap([], jobs=0))
+
+
+@pytest.mark.slow
 def test_calibrated_false_positive_rate_holds_on_held_out_images(trained: tuple[Path, Path]) -> None:
     """Calibrate on half of the 52 real defect-free images of the embedded data, measure the FPR on the other half.
 

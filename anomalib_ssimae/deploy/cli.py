@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input_dir", help="folder of images (searched recursively)")
     parser.add_argument("output_dir", help="new folder for predictions.jsonl and overlays/")
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
+    parser.add_argument("--jobs", type=int, default=2, help="inference requests in flight (reading overlaps)")
     image = parser.add_mutually_exclusive_group()
     image.add_argument("--image-threshold", type=float, help="raw image threshold (replaces the exported one)")
     image.add_argument("--image-fpr", type=float, help="image false-positive rate on the defect-free images")
@@ -36,12 +37,19 @@ def main(argv: list[str] | None = None) -> None:
         help="pixel false-positive rate on the defect-free images (min_defect_area is not re-applied)",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         detector = OpenVinoDetector(
-            args.model, args.precision, args.image_threshold, args.pixel_threshold, args.image_fpr, args.pixel_fpr
+            args.model,
+            args.precision,
+            args.image_threshold,
+            args.pixel_threshold,
+            args.image_fpr,
+            args.pixel_fpr,
         )
-        path = predict_folder(detector, args.input_dir, args.output_dir)
+        path = predict_folder(detector, args.input_dir, args.output_dir, jobs=args.jobs)
     except (OSError, ValueError) as error:  # a clear one-line message, no traceback
         parser.exit(2, f"ssimae-predict: error: {error}\n")
     except KeyboardInterrupt:

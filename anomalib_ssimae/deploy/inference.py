@@ -15,10 +15,13 @@ thresholds chosen after export.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +42,11 @@ class OpenVinoDetector:
         image_threshold, pixel_threshold: new raw thresholds (the units of the model's raw anomaly score/map).
         image_fpr, pixel_fpr: or a target false-positive rate from the defect-free calibration.
         device: OpenVINO device name.
+
+    The model is compiled with one stream (``PERFORMANCE_HINT: LATENCY``): OpenVINO's ``THROUGHPUT`` hint (two
+    streams on a 2-core EPYC, OpenVINO 2026.4.1) changed image scores by up to 0.08, and not reproducibly, for the
+    same inputs (``benchmarks/results/folder_throughput.md``). :meth:`imap` keeps requests in flight instead, so that
+    reading and writing files overlaps with inference.
 
     Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request.
     """
@@ -72,7 +80,7 @@ class OpenVinoDetector:
         self.thresholds = {"image": image_info, "pixel": pixel_info}
         try:
             self.compiled = ov.Core().compile_model(
-                str(self.model_path), device, {"INFERENCE_PRECISION_HINT": precision}
+                str(self.model_path), device, {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             )
         except RuntimeError as error:
             msg = f"{self.model_path}: OpenVINO cannot load it ({str(error).strip().splitlines()[0][:200]})"
@@ -93,8 +101,60 @@ class OpenVinoDetector:
         (normalised), and ``pred_label (B,)``, ``pred_mask (B, h, w)`` at this detector's thresholds."""
         for index in range(len(images)):
             warn_if_upscaled(names[index] if names else f"input[{index}]", images.shape[-2:], self.image_size)
-        outputs = self.compiled(np.ascontiguousarray(images, dtype=np.float32))
-        named = {port.get_any_name(): value for port, value in outputs.items()}
+        return self._result(self.compiled(np.ascontiguousarray(images, dtype=np.float32)))
+
+    def imap(self, items: Iterable[tuple[Any, np.ndarray | None]], jobs: int = 2) -> Iterator[tuple[Any, dict | None]]:
+        """Results of many images with ``jobs`` inference requests in flight, in the order of ``items``.
+
+        ``items``: ``(key, image)`` pairs, ``image`` ``(1, 3, H, W)`` float32 in [0, 1] or ``None`` (passed through
+        as ``(key, None)``, e.g. for a file that could not be read). Yields ``(key, result)`` with ``result`` as from
+        ``__call__`` (the same values). While a request runs, the caller reads the next file and writes the last
+        result.
+
+        Raises:
+            ValueError: if ``jobs`` < 1.
+        """
+        if jobs < 1:
+            msg = f"jobs must be at least 1, got {jobs}"
+            raise ValueError(msg)
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, jobs)
+        finished: dict[int, dict] = {}
+
+        def done(request: Any, index: int) -> None:  # runs in an OpenVINO thread; the buffers are reused: copy
+            finished[index] = {port.get_any_name(): np.copy(value) for port, value in request.results.items()}
+
+        queue.set_callback(done)
+        # submitted, not yet yielded: (key, input); the input must live until its request is done (OpenVINO may
+        # read it in place), and an entry is dropped once yielded (keys may hold whole pictures)
+        pending: dict[int, tuple[Any, np.ndarray | None]] = {}
+        next_out = 0
+        try:
+            for index, (key, image) in enumerate(items):
+                tensor = None if image is None else np.ascontiguousarray(image, dtype=np.float32)
+                pending[index] = (key, tensor)
+                if tensor is not None:
+                    queue.start_async({0: tensor}, userdata=index)
+                while next_out in pending and (pending[next_out][1] is None or next_out in finished):
+                    yield self._ordered(pending.pop(next_out), finished.pop(next_out, None))
+                    next_out += 1
+            queue.wait_all()
+            for index in sorted(pending):
+                yield self._ordered(pending.pop(index), finished.pop(index, None))
+        finally:  # also when the caller stops early (Ctrl-C): no request may outlive its queue
+            queue.wait_all()
+
+    def _ordered(self, entry: tuple[Any, np.ndarray | None], outputs: dict | None) -> tuple[Any, dict | None]:
+        key, inferred = entry[0], entry[1] is not None
+        if inferred and outputs is None:
+            msg = f"OpenVINO returned no result for {key[0] if isinstance(key, tuple) else key}"
+            raise RuntimeError(msg)
+        return key, self._result(outputs) if inferred else None
+
+    def _result(self, outputs: Any) -> dict[str, np.ndarray]:
+        """Named outputs -> score, normalised map, and label and mask at this detector's thresholds."""
+        named = {key if isinstance(key, str) else key.get_any_name(): value for key, value in outputs.items()}
         score = named["pred_score"].reshape(-1)
         anomaly_map = named["anomaly_map"].reshape(len(score), *named["anomaly_map"].shape[-2:])
         return {
@@ -105,9 +165,12 @@ class OpenVinoDetector:
         }
 
 
-def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir: str | Path) -> Path:
+def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir: str | Path, jobs: int = 2) -> Path:
     """Run ``detector`` on every image under ``input_dir``; write ``output_dir/predictions.jsonl`` and
     ``output_dir/overlays/<relative path>.png`` (e.g. ``sub/a.jpg.png``). Returns the JSON-lines path.
+
+    Images go through :meth:`OpenVinoDetector.imap` (``jobs`` requests in flight), so reading and writing files
+    overlaps with inference; records keep the sorted order.
 
     Never overwrites: an existing ``predictions.jsonl`` raises ``FileExistsError``. Records are appended to
     ``predictions.jsonl.partial`` as images are done and the file is renamed at the end, so an interrupted run
@@ -127,30 +190,37 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    with partial.open("x") as records:
-        for path in tqdm(images, desc="predict", unit="image") if tqdm else images:
-            relative = path.relative_to(input_dir)
-            try:
-                array, rgb = read_rgb(path)
-            except ValueError as error:
-                logger.error("%s", error)
-                records.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
+
+    def read(path: Path) -> tuple[tuple[Path, Any], np.ndarray | None]:
+        try:
+            array, rgb = read_rgb(path)
+        except ValueError as error:
+            return (path, error), None
+        warn_if_upscaled(str(path), array.shape[:2], detector.image_size)
+        return (path, (array.shape[:2], rgb)), array.transpose(2, 0, 1)[None]
+
+    with (
+        contextlib.closing(detector.imap((read(path) for path in images), jobs)) as results,
+        partial.open("x") as records,
+    ):
+        for (path, loaded), result in (
+            tqdm(results, total=len(images), desc="predict", unit="image") if tqdm else results
+        ):
+            if result is None:
+                logger.error("%s", loaded)
+                records.write(json.dumps({"image": str(path), "error": str(loaded)}) + "\n")
                 continue
-            result = detector(array.transpose(2, 0, 1)[None], [str(path)])
+            size, rgb = loaded
+            relative = path.relative_to(input_dir)
             overlay = output_dir / "overlays" / relative.with_name(relative.name + ".png")  # a.png, a.jpg differ
             overlay.parent.mkdir(parents=True, exist_ok=True)
             temporary = overlay.with_name(f".{overlay.name}.partial")
             overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(temporary, format="PNG")
             temporary.replace(overlay)  # an interrupted run leaves no half-written picture under the real name
             record = prediction_record(
-                path,
-                array.shape[:2],
-                result["pred_score"][0],
-                result["pred_label"][0],
-                result["pred_mask"][0],
-                detector.thresholds,
-                overlay,
-            )
+                path, size, result["pred_score"][0], result["pred_label"][0], result["pred_mask"][0],
+                detector.thresholds, overlay,
+            )  # fmt: skip
             records.write(json.dumps(record) + "\n")
             records.flush()
             os.fsync(records.fileno())

@@ -75,7 +75,8 @@ class CheckpointCompatibilityMixin:
     - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one;
     - checkpoints carry the random state (crop positions, augmentation, masked blocks, shuffling and dataloader
       worker seeds all draw from it), and ``fit(ckpt_path=...)`` restores it, so that a resumed run continues
-      with the same random numbers as one that was never stopped.
+      with the same random numbers as one that was never stopped (one process; under DDP the checkpoint holds the
+      first process's state and each process then draws its own crops, so a resumed run differs in its crops).
     """
 
     @classmethod

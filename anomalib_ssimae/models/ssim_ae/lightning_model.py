@@ -381,7 +381,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
                 _, reconstruction = self.model(network_input)
             loss = self.loss(crops, reconstruction, mask)  # target: the clean crop; the loss runs in fp32
-            if not torch.isfinite(loss):  # stop before the step would write NaN into the weights
+            finite = bool(torch.isfinite(loss))
+            if self.trainer.world_size > 1:  # all processes stop together, or the others wait in the all-reduce
+                finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+            if not finite:  # stop before the step would write NaN into the weights
                 self._stop_non_finite(loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
