@@ -235,18 +235,22 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     source.convert("L").save(folder / "gray.png")
     source.convert("RGB").resize((300, 200)).save(folder / "sub" / "rgb_small.jpg", quality=95)
     source.convert("RGBA").save(folder / "rgba.png")
+    source.convert("RGB").resize((200, 300)).save(folder / "sub" / "portrait.png")  # both orientations
+    source.convert("L").resize((10, 10)).save(folder / "sub" / "tiny.png")  # smaller than a patch
     (folder / "broken.png").write_bytes(b"not a png")
     Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(folder / "sixteen_bit.png")
     detector = OpenVinoDetector(xml)
     records_path = predict_folder(detector, folder, tmp_path / "out")
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
-    names = ["broken.png", "gray.png", "rgba.png", "sixteen_bit.png", "rgb_small.jpg"]
+    names = ["broken.png", "gray.png", "rgba.png", "sixteen_bit.png", "portrait.png", "rgb_small.jpg", "tiny.png"]
     assert [Path(r["image"]).name for r in records] == names
     assert "cannot read image" in records[0]["error"]
     assert "16-bit" in records[3]["error"]  # the model never saw such pixels: anomalib's loader clips them
-    gray, rgba, small = records[1], records[2], records[4]
-    records = [gray, rgba, small]
+    gray, rgba, portrait, small, tiny = records[1], records[2], records[4], records[5], records[6]
+    records = [gray, rgba, portrait, small, tiny]
     assert (small["width"], small["height"]) == (300, 200)
+    assert (portrait["width"], portrait["height"]) == (200, 300)  # the map is not transposed back
+    assert (tiny["width"], tiny["height"]) == (10, 10)
     assert gray["anomaly_score"] == pytest.approx(rgba["anomaly_score"], abs=1e-6)  # same pixels, other modes
     assert Path(small["overlay"]).name == "rgb_small.jpg.png"
     for record in records:
