@@ -29,6 +29,8 @@ from kornia.morphology import opening
 from matplotlib.figure import Figure
 from torchmetrics import Metric
 
+from anomalib_ssimae.components.distributed import from_all_processes
+
 PAPER_THRESHOLDS = torch.from_numpy(np.arange(0.01, 1.01, 1.01 / 50))
 """The authors' 50 thresholds, float64: 0.01 + k * 0.0202 for k = 0 ... 49, exactly as numpy's ``arange`` makes
 them (the last is 0.9997999999999998)."""
@@ -301,11 +303,8 @@ class CheckedEvaluator(Evaluator):
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Log each metric, or NaN with a warning when the test set cannot define it."""
         del pl_module
-        seen = self._seen
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts: list[dict | None] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, seen)
-            seen = {f: set().union(*((p or {}).get(f, set()) for p in parts)) for f in ("gt_label", "gt_mask")}
+        parts = from_all_processes([self._seen])  # each process tested its share of the images
+        seen = {field: set().union(*(part.get(field, set()) for part in parts)) for field in ("gt_label", "gt_mask")}
         for metric in self.test_metrics:
             reason = self._undefined(metric, seen)
             if reason is None:

@@ -26,6 +26,8 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
 from scipy import ndimage
 
+from anomalib_ssimae.components.distributed import from_all_processes
+
 logger = logging.getLogger(__name__)
 
 FPR_GRID = torch.logspace(0, -6, 61, dtype=torch.float64)  # 1, 0.794, ..., 1e-6: ten points per decade
@@ -63,16 +65,6 @@ def defect_free_count(dataset: object) -> int | None:
     if samples is None or "label_index" not in getattr(samples, "columns", ()):
         return None
     return int((samples["label_index"] == 0).sum())
-
-
-def from_all_processes(values: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Under distributed training (DDP), the tensors of every process, in rank order; else ``values`` itself.
-    Each process validates only its share of the images, and the thresholds must come from all of them."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return values
-    gathered: list[list[torch.Tensor] | None] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, values)
-    return [tensor for part in gathered for tensor in part or []]
 
 
 def _normal_images(batch: Batch) -> torch.Tensor:

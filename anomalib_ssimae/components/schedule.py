@@ -16,11 +16,15 @@ from lightning.pytorch.callbacks import Timer
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def time_is_up(trainer: Trainer) -> bool:
-    """Whether the trainer's ``max_time`` has run out. Lightning checks it only after a training batch, and one image
-    batch here can hold hundreds of optimiser steps (several minutes), so the training step checks it between steps.
-    """
-    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+def max_time_timer(trainer: Trainer) -> Timer | None:
+    """The trainer's ``max_time`` timer (Lightning adds one when ``max_time`` is set), or ``None``."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+
+
+def time_is_up(timer: Timer | None) -> bool:
+    """Whether ``timer`` (:func:`max_time_timer`) has run out. Lightning checks it only after a training batch, and
+    one image batch here can hold hundreds of optimiser steps (several minutes), so the training step checks it
+    between steps."""
     remaining = timer.time_remaining() if timer is not None else None
     return remaining is not None and remaining <= 0
 
@@ -136,7 +140,7 @@ class CosineLearningRate:
         warmup = math.ceil(self.warmup_crops / self.batch_size)
         total = total_updates(self.crops_per_epoch, self.batch_size, trainer.max_steps, trainer.max_epochs)
         self.factor = WarmupCosine(warmup, total)
-        self.timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        self.timer = max_time_timer(trainer)
         if warmup >= self.factor.total:
             warnings.warn(
                 f"warmup_crops ({self.warmup_crops}) is as long as the whole training: the learning rate never "

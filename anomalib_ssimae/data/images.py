@@ -19,18 +19,28 @@ UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def _open(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully (catches truncated files, which ``verify()`` lets through) and check its mode.
+def decode(path: str | Path, what: str = "image") -> Image.Image:
+    """Decode ``path`` fully (catches truncated files, which ``verify()`` lets through).
 
     Raises:
-        ValueError: see :func:`read_rgb`.
+        ValueError: ``cannot read <what> <path>: ...`` if PIL cannot decode it.
     """
     try:
         with Image.open(path) as image:
             image.load()
     except (OSError, SyntaxError, ValueError) as error:
-        msg = f"cannot read image {path}: {error}"
+        msg = f"cannot read {what} {path}: {error}"
         raise ValueError(msg) from error
+    return image
+
+
+def _open(path: str | Path) -> Image.Image:
+    """:func:`decode` ``path`` and check its mode.
+
+    Raises:
+        ValueError: see :func:`read_rgb`.
+    """
+    image = decode(path)
     if image.mode in UNSUPPORTED_MODES:
         msg = (
             f"image {path} has PIL mode {image.mode} (16-bit or float); anomalib reads 8-bit images and would clip "

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import label, maximum, maximum_filter, minimum_filter
 
+from anomalib_ssimae.data.images import decode
+
 LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}
 
 
@@ -35,12 +37,7 @@ def mask_values(path: str | Path) -> np.ndarray:
     Raises:
         ValueError: naming the file, if PIL cannot decode it.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        msg = f"cannot read mask {path}: {error}"
-        raise ValueError(msg) from error
+    image = decode(path, "mask")
     alpha = np.asarray(image.getchannel("A")) if "A" in image.getbands() else None
     if image.mode in {"P", "PA"}:
         values = np.asarray(image.convert("P") if image.mode == "PA" else image)

@@ -27,7 +27,7 @@ import numpy as np
 
 from anomalib_ssimae.data.images import find_images, read_rgb
 from anomalib_ssimae.deploy.export import CALIBRATION_FILE, normalized_cut
-from anomalib_ssimae.deploy.records import overlay_picture, prediction_record, warn_if_upscaled
+from anomalib_ssimae.deploy.records import overlay_picture, prediction_record, save_image_atomic, warn_if_upscaled
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +214,7 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
             relative = path.relative_to(input_dir)
             overlay = output_dir / "overlays" / relative.with_name(relative.name + ".png")  # a.png, a.jpg differ
             overlay.parent.mkdir(parents=True, exist_ok=True)
-            temporary = overlay.with_name(f".{overlay.name}.partial")
-            overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]).save(temporary, format="PNG")
-            temporary.replace(overlay)  # an interrupted run leaves no half-written picture under the real name
+            save_image_atomic(overlay_picture(rgb, result["anomaly_map"][0], result["pred_mask"][0]), overlay)
             record = prediction_record(
                 path, size, result["pred_score"][0], result["pred_label"][0], result["pred_mask"][0],
                 detector.thresholds, overlay,

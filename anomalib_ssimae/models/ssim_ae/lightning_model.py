@@ -24,11 +24,18 @@ from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, ValidationMonitor, say
-from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedule, time_is_up, updates_for_images
+from anomalib_ssimae.components.schedule import (
+    CosineLearningRate,
+    check_schedule,
+    max_time_timer,
+    time_is_up,
+    updates_for_images,
+)
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
@@ -226,6 +233,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen = 0
         self._bf16 = False  # set at fit start from train_precision and the device
         self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
+        self._timer: Timer | None = None  # the max_time timer, set at fit start (one process only)
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -286,6 +294,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
     def on_fit_start(self) -> None:
         """Check the training and validation images; choose the training precision; size the cosine schedule."""
         check_datamodule_images(self.trainer.datamodule, "train_data", "val_data")
+        # stop at max_time between optimiser steps; under DDP Lightning's check after the batch keeps processes in step
+        self._timer = max_time_timer(self.trainer) if self.trainer.world_size == 1 else None
         if self.trainer.world_size > 1:  # each process draws its own crops (the same seed would repeat positions)
             torch.manual_seed(int(torch.randint(2**62, ())) + self.global_rank)
         if self.hparams.lr_schedule == "cosine":
@@ -372,8 +382,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen += len(images)
         loss = None
         for _ in range(steps):
-            if self.trainer.world_size == 1 and time_is_up(self.trainer):  # stop at max_time, not at the end of
-                break  # the image batch (under DDP Lightning's check after the batch keeps the processes in step)
+            if time_is_up(self._timer):  # not only at the end of the image batch (see on_fit_start)
+                break
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:
