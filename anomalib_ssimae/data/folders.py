@@ -10,11 +10,14 @@ is part of the mask name: ``1.png, 2.png, 10.png`` fail with a false mismatch, m
 that sort differently from the images go silently to other images, a missing mask ends in a NumPy/pandas error naming
 no file. ``MVTecAD`` reads ``.png``/``.PNG`` only (``.jpg``, ``.bmp`` ... are dropped silently), and hidden files
 (``.ipynb_checkpoints/``, macOS ``._*.png``) become samples that stop the run. These subclasses replace only the
-listing (``_setup``); splits, loaders and augmentations stay anomalib's. At setup, before training or testing:
+listing (``_setup``) and the reading of each sample; splits, loaders and augmentations stay anomalib's. At setup,
+before training or testing:
 
 - Images: any case of ``IMAGE_SUFFIXES`` (or Folder's ``extensions``), in sub-folders too. Hidden files and folders
   (a name starting with ``.``: AppleDouble ``._*``, ``.DS_Store``, ``.ipynb_checkpoints``), ``__MACOSX`` and
-  non-image files (``Thumbs.db``) are skipped with a logged note.
+  non-image files (``Thumbs.db``) are skipped with a logged note. Each is read as ``ssimae-predict`` reads it
+  (:func:`~anomalib_ssimae.data.images.open_rgb`: anomalib's RGB values, any mix of gray, palette, RGB and opaque
+  RGBA files); a 16-bit gray, float or transparent image raises an error naming it when it is loaded.
 - Masks are paired by name: ``<stem>_mask.<ext>`` or ``<stem>.<ext>`` for the image ``<stem>.<ext>``; MVTecAD looks in
   ``ground_truth/<defect>/``; Folder in all of ``mask_dir``, preferring, among masks of the same name, the folder at
   the image's position in the ``abnormal_dir`` list (lists of equal length), then the same sub-folder.
@@ -44,12 +47,13 @@ from anomalib.data import Folder as AnomalibFolder
 from anomalib.data import MVTecAD as AnomalibMVTecAD
 from anomalib.data.dataclasses import ImageItem
 from anomalib.data.datasets.base import AnomalibDataset
-from anomalib.data.utils import LabelName, read_image
+from anomalib.data.utils import LabelName
 from anomalib.data.utils.path import validate_and_resolve_path, validate_path
 from pandas import DataFrame
+from torchvision.transforms.v2.functional import to_dtype, to_image
 from torchvision.tv_tensors import Mask
 
-from anomalib_ssimae.data.images import IMAGE_SUFFIXES, is_hidden
+from anomalib_ssimae.data.images import IMAGE_SUFFIXES, is_hidden, open_rgb
 from anomalib_ssimae.data.masks import check_mask, read_binary_mask
 
 logger = logging.getLogger(__name__)
@@ -283,9 +287,11 @@ class NamedMaskDataset(AnomalibDataset):
         return self._name
 
     def __getitem__(self, index: int) -> ImageItem:
-        """anomalib's item (image, mask, label, paths, after the augmentations), with the mask read as binary."""
+        """anomalib's item (image, mask, label, paths, after the augmentations), with the mask read as binary and
+        the image read by :func:`~anomalib_ssimae.data.images.open_rgb` (anomalib's values; a 16-bit gray, float or
+        transparent image raises an error naming it, whichever model trains)."""
         sample = self.samples.iloc[index]
-        image = read_image(sample.image_path, as_tensor=True)
+        image = to_dtype(to_image(open_rgb(sample.image_path)), torch.float32, scale=True)  # as anomalib's read_image
         gt_mask = None
         if self.task == TaskType.SEGMENTATION:
             abnormal = sample.label_index == LabelName.ABNORMAL

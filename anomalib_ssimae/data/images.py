@@ -1,9 +1,17 @@
-"""Reading image files: the one reader for training checks, ``ssimae-predict`` and prediction records.
+"""Reading image files: the one reader for the datamodules, image checks, ``ssimae-predict`` and prediction records.
 
 anomalib 2.7 reads every image as 8-bit RGB (``PIL.Image.convert("RGB") / 255``): a truncated PNG fails inside a
-dataloader worker with ``OSError: image file is truncated`` and no file name, and a 16-bit image is clipped to a
-white image without a warning. :func:`read_rgb` reads exactly as anomalib does, but names the file and refuses
-what anomalib would get wrong; :func:`check_image_files` runs it over a dataset before training or testing starts.
+dataloader worker with ``OSError: image file is truncated`` and no file name, a 16-bit gray PNG or TIFF is clipped to
+a white image and a float TIFF to black without a warning, and the alpha channel is dropped, so that transparent
+areas show whatever colour lies under them. :func:`open_rgb` reads exactly as anomalib does, but names the file and
+refuses what anomalib would get wrong. It is the one reader of ``ssimae-predict`` (:func:`read_rgb`) and of the
+package's datamodules; :func:`check_image_files` runs it over a dataset before training, testing or ``anomalib
+predict`` starts, since anomalib's own loaders cannot be changed.
+
+Gray, RGB, palette, and opaque gray+alpha and RGBA images (8-bit; PNG, JPEG, TIFF ...) become RGB as PIL converts
+them (gray to three equal channels). 16-bit RGB files are read at 8 bits (PIL keeps the high byte), not clipped.
+Transparent pixels are refused rather than composited: anomalib's loaders, which ``anomalib predict`` and anomalib's
+datamodules use, cannot be given a background, and a model must see at prediction what it saw in training.
 """
 
 from __future__ import annotations
@@ -34,43 +42,69 @@ def decode(path: str | Path, what: str = "image") -> Image.Image:
     return image
 
 
+def transparent_pixels(image: Image.Image) -> int:
+    """How many pixels of ``image`` are not fully opaque: alpha < 255 in an alpha channel or by a transparency
+    key (a PNG ``tRNS`` colour or palette entry)."""
+    if not image.has_transparency_data:
+        return 0
+    return int(np.count_nonzero(np.asarray(image.convert("RGBA").getchannel("A")) < 255))
+
+
 def _open(path: str | Path) -> Image.Image:
-    """:func:`decode` ``path`` and check its mode.
+    """:func:`decode` ``path`` and check its mode and alpha.
 
     Raises:
-        ValueError: see :func:`read_rgb`.
+        ValueError: see :func:`open_rgb`.
     """
     image = decode(path)
     if image.mode in UNSUPPORTED_MODES:
+        fix = (
+            "image.point(lambda v: v * 255).convert('L') for values in [0, 1]"
+            if image.mode == "F"
+            else "image.convert('I').point(lambda v: v / 256).convert('L') for 16-bit values"
+        )
         msg = (
             f"image {path} has PIL mode {image.mode} (16-bit or float); anomalib reads 8-bit images and would clip "
-            "it to white. Convert it to 8 bits first, e.g. with PIL: image.point(lambda v: v / 256).convert('L')"
+            f"it to white or black. Convert it to 8 bits first, e.g. with PIL: {fix}"
+        )
+        raise ValueError(msg)
+    if count := transparent_pixels(image):
+        msg = (
+            f"image {path} has transparent pixels ({count} of {image.width * image.height} with alpha < 255); "
+            "anomalib drops the alpha and would use the colours under them. Flatten it onto the background you "
+            "want first, e.g. with PIL: Image.alpha_composite(Image.new('RGBA', image.size, 'black'), "
+            "image.convert('RGBA')).convert('RGB')"
         )
         raise ValueError(msg)
     return image
 
 
-def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
-    """Read an image file as anomalib does.
-
-    Gray, RGB, RGBA (alpha dropped) and palette files become RGB.
-
-    Returns:
-        ``(H, W, 3)`` float32 RGB in [0, 1], and the RGB PIL image.
+def open_rgb(path: str | Path) -> Image.Image:
+    """Read an image file as anomalib does (PIL ``convert("RGB")``), after checking it.
 
     Raises:
-        ValueError: naming the file, if PIL cannot decode it (missing, empty, truncated, not an image), or if it has
-            16-bit or float pixels (anomalib's loader would clip those to white; convert them to 8 bits first).
+        ValueError: naming the file, if PIL cannot decode it (missing, empty, truncated, not an image), if it has
+            16-bit gray or float pixels (anomalib's loader would clip those; convert them to 8 bits first), or if
+            any pixel is transparent (flatten it onto a background first).
     """
-    rgb = _open(path).convert("RGB")
+    return _open(path).convert("RGB")
+
+
+def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
+    """:func:`open_rgb` as ``(H, W, 3)`` float32 RGB in [0, 1], and the RGB PIL image.
+
+    Raises:
+        ValueError: see :func:`open_rgb`.
+    """
+    rgb = open_rgb(path)
     return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
 
 
 def check_image_files(paths: Iterable[str | Path]) -> int:
-    """Decode every image and check its mode as :func:`read_rgb` does; return how many were checked.
+    """Decode every image and check it as :func:`open_rgb` does; return how many were checked.
 
     Raises:
-        ValueError: naming the first file that cannot be read or has more than 8 bits per channel.
+        ValueError: naming the first file that cannot be read, has 16-bit gray or float pixels or transparent ones.
     """
     count = 0
     for path in paths:

@@ -320,8 +320,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._ensure_position_normalization()
 
     def on_predict_start(self) -> None:
-        """Check the images to predict (anomalib's loader would read a 16-bit file as white and score it); estimate
-        the position normalisation if needed."""
+        """Check the images to predict (anomalib's loader would read a 16-bit gray file as white, or the colours
+        under transparent pixels, and score them); estimate the position normalisation if needed."""
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             check_image_files(dataset_image_paths(getattr(loader, "dataset", None)))
