@@ -6,10 +6,11 @@
     python benchmarks/compare.py report                      # CSV, Markdown, plots, README section
 
 Each cell (model, dataset, seed, tier) runs in its own process and writes one JSON file under
-``--out/cells/<tier>/<dataset>/<model>/seed<seed>.json`` (atomically, with the process log beside it), so a grid
-is resumable: finished cells are skipped, failed cells are rerun with ``--rerun-failed`` and every failure keeps its
-error in its JSON file and in the report. anomalib's own ``anomalib benchmark`` is not used: in 2.7 it rejects
-models outside its allow-list, exits 0 when a job fails and writes no CSV if any job fails.
+``--out/cells/<tier>/<dataset>/<model>/seed<seed>.json`` (atomically, with the process log beside it; ``<model>`` is
+``<model>-pretrained`` for anomalib's models run with ``--hf-cache``), so a grid is resumable: finished cells are
+skipped, failed cells are rerun with ``--rerun-failed`` and every failure keeps its error in its JSON file and in the
+report. anomalib's own ``anomalib benchmark`` is not used: in 2.7 it rejects models outside its allow-list, exits 0
+when a job fails and writes no CSV if any job fails.
 
 The protocol is the one of the offline anomalib runs on these datasets (raw scores, every test image):
 
@@ -26,7 +27,8 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   pass; PatchCore uses at most 100 training images (its coreset search over all 400 magnetic_tile images takes
   about 11 min);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
-  ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's ``resnet18`` weights.
+  ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
+  ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,10 +81,12 @@ GRIDS = {
 }
 TIERS = {"short": 300, "long": 1200}  # seconds of training for models that train
 PATCHCORE_MAX_TRAIN = 100
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load_state_dict_from_hf tries, in order
 
 
-def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int) -> Path:
-    return out / "cells" / tier / dataset / model / f"seed{seed}.json"
+def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrained: bool = False) -> Path:
+    """Pretrained cells in their own folder: a run with ``--hf-cache`` neither skips nor replaces from-scratch cells."""
+    return out / "cells" / tier / dataset / (f"{model}-pretrained" if pretrained else model) / f"seed{seed}.json"
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -90,6 +95,45 @@ def write_json(path: Path, record: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
+
+
+def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
+    """Make timm load pretrained backbones from the Hugging Face cache ``cache``, offline.
+
+    anomalib's models call ``timm.create_model(backbone, pretrained=True, pretrained_cfg=None)``, which loads the
+    backbone's default tag from the hub (resnet18: ``timm/resnet18.a1_in1k``) through ``hf_hub_download``, that is
+    ``<cache>/models--timm--resnet18.a1_in1k/snapshots/<refs/main>/model.safetensors`` (or ``pytorch_model.bin``).
+    huggingface_hub reads ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` once, when imported, so this runs before anything
+    imports it. Each backbone's weights are looked up here: offline, timm's own error for a missing file names neither
+    the repository nor the cache. Returns backbone -> the cached weights file; raises if one is missing.
+    """
+    if "huggingface_hub" in sys.modules:
+        msg = "use_hf_cache must run before huggingface_hub is imported: it reads HF_HUB_CACHE and HF_HUB_OFFLINE then"
+        raise RuntimeError(msg)
+    cache = cache.expanduser().resolve()
+    if not cache.is_dir():
+        raise FileNotFoundError(f"--hf-cache {cache}: no such folder")
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")  # never the network, never another cache
+    os.environ.pop("TIMM_USE_OLD_CACHE", None)  # it would make timm prefer torch.hub's cache to the hub's
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    found = {}
+    for backbone in backbones:
+        cfg = get_pretrained_cfg(backbone)
+        if cfg is None or not cfg.hf_hub_id:
+            raise ValueError(f"timm has no Hugging Face weights for backbone {backbone!r}")
+        names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES
+        paths = [try_to_load_from_cache(cfg.hf_hub_id, name, cache_dir=cache) for name in names]
+        path = next((Path(p) for p in paths if isinstance(p, str)), None)  # not None nor the "known absent" marker
+        if path is None:
+            folder = "models--" + cfg.hf_hub_id.replace("/", "--")
+            raise FileNotFoundError(
+                f"--hf-cache {cache} lacks timm's weights of {backbone}: {cfg.hf_hub_id} "
+                f"({folder}/snapshots/<hash in refs/main>/{' or '.join(names)})"
+            )
+        found[backbone] = path
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- one cell
@@ -239,13 +283,15 @@ def run_grid(args: argparse.Namespace) -> int:
     cells = [(d, m, s) for d in datasets for m in models for s in seeds]
     failed = []
     for index, (dataset, model, seed) in enumerate(cells, 1):
-        path = cell_path(args.out, args.tier, dataset, model, seed)
+        pretrained = bool(args.hf_cache) and model in PEERS
+        path = cell_path(args.out, args.tier, dataset, model, seed, pretrained)
+        name = f"{model} (pretrained)" if pretrained else model
         if path.exists():
             status = json.loads(path.read_text()).get("status")
             if status == "ok" or not args.rerun_failed:
-                print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed}: {status}, kept", flush=True)
+                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {status}, kept", flush=True)
                 continue
-        print(f"[{index}/{len(cells)}] {dataset} {model} seed {seed} ...", flush=True)
+        print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed} ...", flush=True)
         path.unlink(missing_ok=True)  # a failed record being retried
         log = path.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -265,11 +311,12 @@ def run_grid(args: argparse.Namespace) -> int:
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
             )
             write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": args.tier,
-                              "status": "failed", "error": error.strip(), "exit_code": code, "log": log.name})  # fmt: skip
-            failed.append(f"{dataset} {model} seed {seed}: {error.strip()}")
+                              "pretrained": pretrained, "status": "failed", "error": error.strip(), "exit_code": code,
+                              "log": log.name})  # fmt: skip
+            failed.append(f"{dataset} {name} seed {seed}: {error.strip()}")
         record = json.loads(path.read_text())
-        if record["status"] != "ok" and not any(line.startswith(f"{dataset} {model} seed {seed}:") for line in failed):
-            failed.append(f"{dataset} {model} seed {seed}: {record['error']}")
+        if record["status"] != "ok" and not any(line.startswith(f"{dataset} {name} seed {seed}:") for line in failed):
+            failed.append(f"{dataset} {name} seed {seed}: {record['error']}")
         print(f"    {record['status']} in {time.time() - start:.0f} s", flush=True)
     for line in failed:
         print(f"FAILED {line}")
@@ -298,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/compare")
     for p in (run, cell):
         p.add_argument("--data-root", type=Path, default=REPO.parent / "shared/datasets")
-        p.add_argument("--hf-cache", type=Path, help="Hugging Face cache with timm weights: pretrained backbones")
+        p.add_argument(
+            "--hf-cache",
+            type=Path,
+            help="Hugging Face hub cache holding timm's weights of the backbone (resnet18: timm/resnet18.a1_in1k): "
+            "pretrained backbones, loaded offline",
+        )
     args = parser.parse_args(argv)
     if args.command == "report":
         from compare_report import report as write_report
@@ -306,15 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         return write_report(args.out, args.tier, args.readme)
     if args.command == "run":
         return run_grid(args)
-    if args.hf_cache:
-        os.environ.update(HF_HUB_CACHE=str(args.hf_cache), HF_HUB_OFFLINE="1")
-    path = cell_path(args.out, args.tier, args.dataset, args.model, args.seed)
+    pretrained = bool(args.hf_cache) and args.model in PEERS
+    path = cell_path(args.out, args.tier, args.dataset, args.model, args.seed, pretrained)
     try:
-        record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, bool(args.hf_cache))
+        weights = use_hf_cache(args.hf_cache, {PEERS[args.model][0]["backbone"]}) if pretrained else {}
+        record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, pretrained)
+        if weights:  # the snapshot the backbone came from: models--timm--resnet18.a1_in1k/snapshots/<hash>/<file>
+            record["weights"] = [str(p.relative_to(args.hf_cache.expanduser().resolve())) for p in weights.values()]
     except Exception as error:  # noqa: BLE001 - every failure becomes a row with its error
         traceback.print_exc()
         record = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "tier": args.tier,
-                  "status": "failed", "error": f"{type(error).__name__}: {error}"}  # fmt: skip
+                  "pretrained": pretrained, "status": "failed", "error": f"{type(error).__name__}: {error}"}  # fmt: skip
     write_json(path, record)
     return 0 if record["status"] == "ok" else 1
 
