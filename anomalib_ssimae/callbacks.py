@@ -19,7 +19,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from anomalib_ssimae.deploy.records import json_number, prediction_record, reserve_prediction_run, warn_if_upscaled
-from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
 logger = logging.getLogger(__name__)
@@ -228,7 +227,7 @@ class ValidationMonitor(Callback):
         reconstruction = getattr(outputs, "reconstruction", None)
         if batch_idx != 0 or reconstruction is None:
             return
-        inputs = to_model_channels(outputs.image, reconstruction.shape[1])  # what the network saw
+        inputs = pl_module.model.prepare(outputs.image)  # what the network saw
         uniform = reconstruction.float().std(dim=(1, 2, 3)).max() < 1e-3 < inputs.float().std(dim=(1, 2, 3)).max()
         if uniform and trainer.global_step >= 300:
             logger.warning(
@@ -241,7 +240,6 @@ class ValidationMonitor(Callback):
             if isinstance(log, TensorBoardLogger):
                 pairs = torch.cat([inputs[:4], reconstruction[:4]], dim=3).float().clamp(0, 1)
                 log.experiment.add_images("val/image_and_reconstruction", pairs, trainer.current_epoch)
-        del pl_module
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Warn once when no defect-free validation image exists (then ``val_loss`` is missing), and once when the

@@ -190,7 +190,6 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
     if ours:
         from anomalib_ssimae.metrics import _PaperProtocolAUROC  # tensor inputs: the residual is not a batch field
         from anomalib_ssimae.models.ssim_ae.anomaly_map import residual_map
-        from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 
         paper = _PaperProtocolAUROC()
     scores: list[float] = []
@@ -209,7 +208,7 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
             scores.extend(outputs.pred_score.flatten().float().tolist())
             labels.extend(outputs.gt_label.flatten().int().tolist())
             if paper is not None:
-                inputs = to_model_channels(outputs.image, pl_module.model.in_channels)
+                inputs = pl_module.model.prepare(outputs.image)
                 paper.update(residual_map(inputs, outputs.reconstruction), outputs.gt_mask)
 
     datamodule = MVTecAD(

@@ -162,10 +162,20 @@ def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended])
-def test_every_variant_exports_with_parity(variant: type[SsimAe], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [
+        (SsimAe, {}),
+        (SsimAeExtended, {}),
+        (SsimDae, {}),
+        (SsimDaeExtended, {}),
+        (SsimAe, {"intensity_normalization": "standardize"}),
+    ],
+    ids=["SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended", "SsimAe-standardize"],
+)
+def test_every_variant_exports_with_parity(variant: type[SsimAe], options: dict, tmp_path: Path) -> None:
     """Untrained weights, but normalisation and thresholds set, so the whole graph is exercised; odd input size."""
-    model = variant(image_size=[160, 192]).eval()
+    model = variant(image_size=[160, 192], **options).eval()
     post = model.post_processor
     for name, value in (
         ("_image_threshold", 0.9),

@@ -44,7 +44,7 @@ from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
 from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
-from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction, to_model_channels
+from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.visualization import ReconstructionVisualizer
 
@@ -86,6 +86,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             residual along the image border and under uneven lighting; ``benchmarks/results/position_normalization.md``
             has its effect per dataset. ``False`` (default) is the papers' map.
         position_images: training images for ``position_normalization`` (evenly spaced over the training set).
+        intensity_normalization: ``"none"`` (default; the papers) or ``"standardize"``: each resized image is
+            shifted and scaled to mean 0.5 and standard deviation 0.15 before training crops are cut from it and
+            before tiling at inference, so brightness and contrast that change between captures do not weigh in the
+            map (:func:`~anomalib_ssimae.models.ssim_ae.torch_model.standardize`; inside the exported graph).
         patch_batch_size: patches per network call at inference (validation, test, predict); it bounds the memory of
             large images (one 2048 x 2048 image: 2.2 GB peak instead of 5.0 GB,
             ``benchmarks/results/large_image_memory.md``). Exported graphs take all patches in one call, so that their
@@ -162,6 +166,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         score_fraction: float = 0.01,
         position_normalization: bool = False,
         position_images: int = 64,
+        intensity_normalization: str = "none",
         patch_batch_size: int = 256,
         crops_per_epoch: int = 10_000,
         batch_size: int = 128,
@@ -223,6 +228,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             network=network,
             position_normalization=self._image_size if position_normalization else None,
             patch_batch_size=patch_batch_size,
+            intensity_normalization=intensity_normalization,
         )
         self.model.tiler.check_size(*self._image_size)
         self.model.anomaly_map_generator.check_size(*self._image_size)
@@ -368,7 +374,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         (:func:`~anomalib_ssimae.components.schedule.updates_for_images` of them)."""
         del batch_idx
         optimizer = self.optimizers()
-        images = to_model_channels(batch.image, self.model.in_channels)
+        images = self.model.prepare(batch.image)
         # crops_per_epoch counts all processes: under DDP each takes 1/world_size of the steps on its share of the
         # images (its sampler's length), and the averaged gradients make a step of world_size x batch_size crops
         loader = self.trainer.train_dataloader

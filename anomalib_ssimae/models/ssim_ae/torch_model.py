@@ -1,7 +1,7 @@
 """PyTorch model of the SSIM autoencoder: channels -> tiles -> network -> stitched reconstruction -> anomaly map.
 
 Inference (Bergmann et al. 2019 §4.3; Rádli & Czúni 2021 §5): resized image -> grayscale (if ``in_channels == 1``)
--> overlapping patches (``patch_size`` at ``stride``) -> reconstruction of all patches -> patches averaged back ->
+-> optional per-image intensity standardisation -> overlapping patches (``patch_size`` at ``stride``) -> reconstruction of all patches -> patches averaged back ->
 residual map (1 - SSIM map, Eq. 8) -> anomaly score. All of it is in ``forward``, so export carries it.
 """
 
@@ -18,7 +18,10 @@ from anomalib_ssimae.components.tiling import PatchTiler
 from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator
 from anomalib_ssimae.models.ssim_ae.network import NETWORKS, SsimAeNetwork
 
-__all__ = ["SsimAeModel", "TiledReconstruction", "to_model_channels"]
+__all__ = ["INTENSITY_NORMALIZATIONS", "SsimAeModel", "TiledReconstruction", "standardize", "to_model_channels"]
+
+INTENSITY_NORMALIZATIONS = ("none", "standardize")
+STANDARD_MEAN, STANDARD_STD = 0.5, 0.15  # +-3.3 standard deviations fit in [0, 1]
 
 
 def to_model_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -40,11 +43,27 @@ def to_model_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
     return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
+def standardize(images: torch.Tensor) -> torch.Tensor:
+    """Per-image intensity standardisation: ``(B, C, H, W)`` in [0, 1] -> the same shape in [0, 1], each image shifted
+    and scaled to mean 0.5 and standard deviation 0.15 over all its pixels and channels, then clipped.
+
+    For surfaces whose brightness and contrast change from image to image (lighting sets, dark low-contrast
+    captures): SSIM's stabilising constants (``C1 = 0.01**2``, ``C2 = 0.03**2`` for a value range of 1) swamp the
+    contrast of a dark image with a standard deviation of a few grey levels, so its defects barely change the map.
+    Not in the papers (an addition of this package). A constant image becomes 0.5 everywhere (the standard
+    deviation is floored at 1/255).
+    """
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    std = (images - mean).square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1 / 255)
+    return ((images - mean) / std * STANDARD_STD + STANDARD_MEAN).clamp(0, 1)
+
+
 class TiledReconstruction(NamedTuple):
     """Tiled reconstruction of whole images (``C`` = the network's channels, ``L`` patches per image).
 
     Fields:
-        inputs: the images in the network's channels, ``(B, C, H, W)`` in [0, 1].
+        inputs: the images as the network sees them (its channels, standardised if the model does so),
+            ``(B, C, H, W)`` in [0, 1].
         reconstruction: the stitched reconstruction, ``(B, C, H, W)`` in (0, 1).
         input_patches: ``(B * L, C, P, P)``, the patches the network saw.
         reconstructed_patches: ``(B * L, C, P, P)``, its output.
@@ -71,13 +90,15 @@ class SsimAeModel(nn.Module):
             per position (:class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.PositionNormalization`), or ``None``.
         patch_batch_size: patches per network call at inference, which bounds the memory of large images and eval
             batches (the network's activations take about 1.1 MiB per 128 px SSIM-AE patch); at least 1.
+        intensity_normalization: ``"none"`` or ``"standardize"`` (:func:`standardize`, per whole image, before
+            tiling; training crops are cut from standardised images, see :meth:`prepare`).
 
     ``forward`` in training mode maps crops ``(N, 3 or C, P, P)`` to ``(inputs, reconstruction)``, both
     ``(N, in_channels, P, P)``. In eval mode it maps resized images ``(B, 3, H, W)`` in [0, 1], ``H, W >= patch_size``
     to ``InferenceBatch(pred_score=(B,), anomaly_map=(B, 1, H, W))``; the map is the residual, in [0, 2] for SSIM.
 
     Raises:
-        ValueError: for an unknown ``network``, a bad stride or a bad network argument.
+        ValueError: for an unknown ``network`` or ``intensity_normalization``, a bad stride or a bad network argument.
     """
 
     def __init__(
@@ -93,8 +114,13 @@ class SsimAeModel(nn.Module):
         network: str = "ssim_ae",
         position_normalization: tuple[int, int] | None = None,
         patch_batch_size: int = 256,
+        intensity_normalization: str = "none",
     ) -> None:
         super().__init__()
+        if intensity_normalization not in INTENSITY_NORMALIZATIONS:
+            msg = f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got {intensity_normalization!r}"
+            raise ValueError(msg)
+        self.intensity_normalization = intensity_normalization
         if patch_batch_size < 1:
             msg = f"patch_batch_size must be at least 1, got {patch_batch_size}"
             raise ValueError(msg)
@@ -118,9 +144,15 @@ class SsimAeModel(nn.Module):
             return self.network(patches)
         return torch.cat([self.network(chunk) for chunk in patches.split(self.patch_batch_size)])
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole resized images ``(B, 3 or C, H, W)`` in [0, 1] -> what the network sees, ``(B, C, H, W)`` in [0, 1]:
+        the network's channels (:func:`to_model_channels`), standardised if ``intensity_normalization`` says so."""
+        inputs = to_model_channels(images, self.in_channels)
+        return standardize(inputs) if self.intensity_normalization == "standardize" else inputs
+
     def reconstruct(self, images: torch.Tensor) -> TiledReconstruction:
         """Tiled reconstruction of whole images ``(B, 3 or C, H, W)`` (see :class:`TiledReconstruction`)."""
-        inputs = to_model_channels(images, self.in_channels)
+        inputs = self.prepare(images)
         height, width = inputs.shape[-2:]
         patches = self.tiler.tile(inputs)
         reconstructed = self._reconstruct_patches(patches).to(inputs.dtype)
@@ -147,7 +179,8 @@ class SsimAeModel(nn.Module):
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:
-        """Training: reconstruct crops. Eval: tiled anomaly map and score (see class docstring)."""
+        """Training: reconstruct crops (cut from :meth:`prepare`'d images). Eval: tiled anomaly map and score (see
+        class docstring)."""
         if self.training:
             inputs = to_model_channels(images, self.in_channels)
             return inputs, self.network(inputs)
