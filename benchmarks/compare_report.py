@@ -157,12 +157,14 @@ def readme_section(cells: list[dict], tier: str) -> str:
     lines += ["| dataset | " + " | ".join(models) + " | seeds | caveat |", "|---|" + "---|" * (len(models) + 2)]
     for dataset in datasets:
         row = [dataset]
+        seeds = sorted({c["seed"] for c in cells if c["dataset"] == dataset and c["status"] == "ok"})
         for model in models:
             entry = summary.get((model, dataset), {})
             pixel, image = entry.get("pixel_AUROC"), entry.get("image_AUROC")
             failed = any(c["label"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
-            row.append(f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failed else "–")
-        seeds = sorted({c["seed"] for c in cells if c["dataset"] == dataset and c["status"] == "ok"})
+            text = f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failed else "–"
+            n = image[2] if image else len(seeds)
+            row.append(text + (f" ({n} seed{'s' * (n > 1)})" if n < len(seeds) else ""))  # fewer seeds than others
         lines.append("| " + " | ".join([*row, ", ".join(map(str, seeds)), CAVEATS.get(dataset, "")]) + " |")
     failed = sum(c["status"] != "ok" for c in cells)
     lines += ["", f"{failed} failed cell(s), listed in `benchmarks/results/compare/{tier}.md` with their errors.", END]
