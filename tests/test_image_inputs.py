@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from anomalib_ssimae.deploy import predict_folder
 from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 
 from .helpers import EMBEDDED
-from .test_data_folders import mvtec, setup_mvtec
+from .test_data_folders import APPLE_DOUBLE, mvtec, setup_mvtec
 
 SOURCE = Image.open(min((EMBEDDED / "train" / "good").glob("*.png"))).convert("RGB")  # real colour, 512 x 208
 GRAY = SOURCE.convert("L")
@@ -304,3 +306,85 @@ def test_transparent_pixels_are_refused_on_every_path(tmp_path: Path, name: str)
     assert np.abs(values * 255 - expected).max() <= 1
     if name in ("rgba.png", "rgba.tif", "la.png"):
         assert values[:, :LEFT].max() == 0 and values[:, LEFT:].std() > 0.05
+
+
+# ---------------------------------------------------------------- hidden and system files
+REAL = sorted((EMBEDDED / "test" / "good").glob("*.png"))[:2]  # two real 512 x 208 defect-free images
+
+
+def predict_folders(root: Path) -> tuple[Path, Path]:
+    """``clean/`` with the two real images, and ``messy/`` with the same plus what macOS, Windows and Jupyter
+    leave: ``._<name>`` (AppleDouble, not a PNG), ``.DS_Store``, ``Thumbs.db`` and
+    ``.ipynb_checkpoints/<stem>-checkpoint.png`` (a copy of the first image)."""
+    clean, messy = root / "clean", root / "messy"
+    for folder in (clean, messy):
+        folder.mkdir(parents=True)
+        for image in REAL:
+            shutil.copy(image, folder / image.name)
+    (messy / f"._{REAL[0].name}").write_bytes(APPLE_DOUBLE)
+    (messy / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (messy / "Thumbs.db").write_bytes(bytes(64))
+    (messy / ".ipynb_checkpoints").mkdir()
+    shutil.copy(REAL[0], messy / ".ipynb_checkpoints" / f"{REAL[0].stem}-checkpoint.png")
+    return clean, messy
+
+
+def anomalib_scores(path: Path, root: Path) -> dict[Path, float]:
+    """``anomalib predict --data PATH`` in-process with an untrained 128 x 128 SsimAe (seeded): scores by path."""
+    model = SsimAe(image_size=128, visualizer=False, seed=0)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
+    batches = engine.predict(model=model, data_path=path)
+    return {Path(p): float(s) for b in batches for p, s in zip(b.image_path, b.pred_score, strict=True)}
+
+
+def test_anomalib_predict_skips_hidden_and_system_files_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder's two images are predicted, scored as in a clean folder; the ``._`` file (anomalib 2.7: the run
+    failed on it) and the checkpoint copy (scored as a third image) are skipped with one note. A file or folder
+    given inside a hidden folder is predicted; a folder of hidden files only is refused, naming one."""
+    clean, messy = predict_folders(tmp_path / "in")
+    checkpoint = messy / ".ipynb_checkpoints" / f"{REAL[0].stem}-checkpoint.png"
+    expected = anomalib_scores(clean, tmp_path / "out")
+    assert sorted(p.name for p in expected) == [p.name for p in REAL]
+    assert len(set(expected.values())) == 2
+    with caplog.at_level(logging.INFO, logger="anomalib_ssimae.data.images"):
+        scores = anomalib_scores(messy, tmp_path / "out")
+    assert scores == {messy.resolve() / p.name: expected[clean.resolve() / p.name] for p in expected}
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    skipped = [messy.resolve() / f"._{REAL[0].name}", messy.resolve() / ".ipynb_checkpoints" / checkpoint.name]
+    assert notes == [f"skipped 2 hidden files under {messy.resolve()}: {skipped[0]}, {skipped[1]}"]
+
+    # a file given alone, or a folder inside a hidden one, is the user's choice: predicted (its ._ file is not)
+    (checkpoint.parent / f"._{checkpoint.name}").write_bytes(APPLE_DOUBLE)
+    for given in (checkpoint, checkpoint.parent):
+        assert anomalib_scores(given, tmp_path / "out") == {
+            checkpoint.resolve(): expected[clean.resolve() / REAL[0].name]
+        }
+    only_hidden = tmp_path / "in" / "only_hidden"
+    only_hidden.mkdir()
+    for image in REAL:
+        (only_hidden / f"._{image.name}").write_bytes(APPLE_DOUBLE)
+    with pytest.raises(ValueError, match=r"only_hidden: only hidden files to predict \(e\.g\. .*/only_hidden/\._"):
+        anomalib_scores(only_hidden, tmp_path / "out")
+
+
+def test_ssimae_predict_skips_hidden_and_system_files_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ssimae-predict`` on the same folders: the two images, with the clean folder's inputs and scores; one note
+    counting the four other files."""
+    clean, messy = predict_folders(tmp_path / "in")
+    expected, expected_inputs = ssimae_predict(clean, tmp_path / "clean_out")
+    with caplog.at_level(logging.INFO, logger="anomalib_ssimae.data.images"):
+        records, inputs = ssimae_predict(messy, tmp_path / "messy_out")
+    assert sorted(records) == sorted(inputs) == [p.name for p in REAL]
+    for name, record in records.items():
+        assert record["image"] == str(messy / name)
+        assert record["anomaly_score"] == expected[name]["anomaly_score"] > 0
+        assert np.array_equal(inputs[name], expected_inputs[name])
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(notes) == 1
+    assert notes[0].startswith(f"skipped 4 hidden or non-image files under {messy}: ")
+    for name in (".DS_Store", "Thumbs.db", f"._{REAL[0].name}", f"{REAL[0].stem}-checkpoint.png"):
+        assert name in notes[0]

@@ -53,7 +53,7 @@ from pandas import DataFrame
 from torchvision.transforms.v2.functional import to_dtype, to_image
 from torchvision.tv_tensors import Mask
 
-from anomalib_ssimae.data.images import IMAGE_SUFFIXES, is_hidden, open_rgb
+from anomalib_ssimae.data.images import IMAGE_SUFFIXES, is_hidden, note_skipped, open_rgb
 from anomalib_ssimae.data.masks import check_mask, read_binary_mask
 
 logger = logging.getLogger(__name__)
@@ -95,12 +95,6 @@ def _class_folders(folder: Path, skipped: list[Path]) -> list[Path]:
         warnings.warn(msg, stacklevel=3)
     skipped += [p for p in entries if p not in folders and p not in loose]
     return folders
-
-
-def _note_skipped(skipped: list[Path], root: Path | str) -> None:
-    if skipped:
-        examples = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        logger.info("skipped %d hidden or non-image files under %s: %s", len(skipped), root, examples)
 
 
 def _mask_keys(path: Path) -> set[str]:
@@ -201,7 +195,7 @@ def make_mvtec_samples(root: str | Path) -> DataFrame:
             same_group=True,
         )
     rows += [(str(f.path), f.group, LabelName.ABNORMAL, m, "test") for f, m in zip(defective, mask_paths, strict=True)]
-    _note_skipped(skipped, root)
+    note_skipped(logger, skipped, root, "hidden or non-image")
     return _samples(rows)
 
 
@@ -269,7 +263,7 @@ def make_folder_samples(
     rows += [
         (str(f.path), "abnormal", LabelName.ABNORMAL, m, "test") for f, m in zip(defective, mask_paths, strict=True)
     ]
-    _note_skipped(skipped, root or normal[0])
+    note_skipped(logger, skipped, root or normal[0], "hidden or non-image")
     return _samples(rows)
 
 

@@ -16,7 +16,9 @@ datamodules use, cannot be given a background, and a model must see at predictio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from PIL import Image
 # Modes that anomalib's read_image (PIL convert("RGB") / 255) does not map to [0, 1] correctly.
 UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+logger = logging.getLogger(__name__)
 
 
 def decode(path: str | Path, what: str = "image") -> Image.Image:
@@ -134,9 +137,16 @@ def is_hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts)
 
 
+def note_skipped(log: logging.Logger, skipped: Sequence[Path], root: Path | str, what: str) -> None:
+    """Log one note for the files skipped under ``root``: how many, and up to five of them (none: no note)."""
+    if skipped:
+        examples = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        log.info("skipped %d %s files under %s: %s", len(skipped), what, root, examples)
+
+
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted; hidden ones skipped
-    (:func:`is_hidden`).
+    """Image files (by suffix, case-insensitive) under ``folder``, recursively, sorted; hidden ones
+    (:func:`is_hidden`) and other files skipped, with a note.
 
     Raises:
         NotADirectoryError: if ``folder`` is not a folder.
@@ -146,10 +156,36 @@ def find_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         msg = f"{folder}: not a folder"
         raise NotADirectoryError(msg)
-    images = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, folder)
-    )
+    images, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        skip = is_hidden(path, folder) or path.suffix.lower() not in IMAGE_SUFFIXES
+        (skipped if skip else images).append(path)
     if not images:
         msg = f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
         raise FileNotFoundError(msg)
+    note_skipped(logger, skipped, folder, "hidden or non-image")
     return images
+
+
+def skip_hidden_files(dataset: object) -> None:
+    """Drop hidden files (:func:`is_hidden`) from an anomalib ``PredictDataset``'s ``image_filenames``, with a note.
+
+    ``anomalib predict --data FOLDER`` lists them too: a macOS ``._a.png`` fails to decode and a
+    ``.ipynb_checkpoints/`` copy is scored as another image. The dataset keeps the resolved files but not the path
+    it was given, so hidden means below the files' common folder: a single file is always kept, and so are the
+    images of a folder that itself lies in a hidden one (``~/.cache/images``).
+
+    Raises:
+        ValueError: if every file is hidden.
+    """
+    paths = getattr(dataset, "image_filenames", None)
+    if not paths or len(paths) < 2:
+        return
+    root = Path(os.path.commonpath(paths))
+    hidden = [is_hidden(Path(p), root) for p in paths]
+    skipped = [Path(p) for p, h in zip(paths, hidden, strict=True) if h]
+    if len(skipped) == len(paths):
+        msg = f"{root}: only hidden files to predict (e.g. {skipped[0]})"
+        raise ValueError(msg)
+    dataset.image_filenames = [p for p, h in zip(paths, hidden, strict=True) if not h]
+    note_skipped(logger, skipped, root, "hidden")

@@ -39,7 +39,12 @@ from anomalib_ssimae.components.schedule import (
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
-from anomalib_ssimae.data.images import check_datamodule_images, check_image_files, dataset_image_paths
+from anomalib_ssimae.data.images import (
+    check_datamodule_images,
+    check_image_files,
+    dataset_image_paths,
+    skip_hidden_files,
+)
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
 from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
@@ -324,6 +329,18 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         """Check the test images; estimate the position normalisation if needed."""
         check_datamodule_images(self.trainer.datamodule, "test_data")
         self._ensure_position_normalization()
+
+    def setup(self, stage: str) -> None:
+        """``anomalib predict``: drop hidden files from anomalib's ``PredictDataset``
+        (:func:`~anomalib_ssimae.data.images.skip_hidden_files`)."""
+        super().setup(stage)
+        if stage != "predict":
+            return
+        # Here, not in on_predict_start: by then Lightning has counted the batches and started the loader workers
+        # with the full list. trainer.predict_dataloaders is not set yet: take them where trainer.predict put them.
+        source = getattr(getattr(self.trainer.predict_loop, "_data_source", None), "instance", None)
+        for loader in source if isinstance(source, list | tuple) else [source]:
+            skip_hidden_files(getattr(loader, "dataset", None))
 
     def on_predict_start(self) -> None:
         """Check the images to predict (anomalib's loader would read a 16-bit gray file as white, or the colours
