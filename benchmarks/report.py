@@ -150,14 +150,15 @@ def time_to_quality() -> None:
 
 
 def seed_spread(frame: pd.DataFrame) -> str:
-    """Mean (min–max) over seeds of the recipes run with more than one seed, at their last checkpoint."""
+    """Mean (min–max) over seeds of the recipes run with more than one seed, at their last checkpoint: runs whose
+    names differ only by a ``_seed<N>`` suffix."""
     metrics = ["pixel_AUROC", "pixel_AUPRO", "image_AUROC"]
-    groups = frame.groupby(["settings", "crops"])
+    recipe = frame["run"].str.replace(r"_seed\d+$", "", regex=True)
     rows = []
-    for (settings, crops), runs in groups:
+    for (name, crops), runs in frame.groupby([recipe, "crops"]):
         if runs["seed"].nunique() < 2:
             continue
-        row = {"settings": settings, "crops": crops, "seeds": ", ".join(map(str, sorted(runs["seed"])))}
+        row = {"recipe": name, "crops": crops, "seeds": ", ".join(map(str, sorted(runs["seed"])))}
         for metric in metrics:
             values = runs[metric]
             row[metric] = f"{values.mean():.3f} ({values.min():.3f}–{values.max():.3f})"
@@ -166,9 +167,8 @@ def seed_spread(frame: pd.DataFrame) -> str:
     if not rows:
         return ""
     return (
-        "\n## Over seeds\n\nmean (min–max) over the seeds of each recipe:\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False)
-        + "\n"
+        "\n## Over seeds\n\nmean (min–max) over the seeds of each recipe (run names that differ only by `_seed<N>`; the "
+        "settings of each run are in the table above):\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n"
     )
 
 
