@@ -24,6 +24,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
+from anomalib_ssimae.components.tiling import axis_runs
 from anomalib_ssimae.deploy import OpenVinoDetector, defect_regions, normalized_cut, predict_folder
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
@@ -104,6 +105,20 @@ def assert_parity(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
     assert np.array_equal(masks, reference["pred_mask"].reshape(n, -1)), name
 
 
+def fill_thresholds(model: SsimAe, pixel_threshold: float = 0.6, pixel_max: float = 1.5) -> SsimAe:
+    """Set an untrained model's thresholds and normalisation range, so that labels and masks are exported."""
+    for name, value in (
+        ("_image_threshold", 0.9),
+        ("_pixel_threshold", pixel_threshold),
+        ("image_min", 0.5),
+        ("image_max", 1.2),
+        ("pixel_min", 0.0),
+        ("pixel_max", pixel_max),
+    ):
+        getattr(model.post_processor, name).fill_(value)
+    return model
+
+
 @pytest.mark.slow
 def test_checkpoint_keeps_defect_free_thresholds(trained: tuple[Path, Path]) -> None:
     checkpoint, _ = trained
@@ -175,23 +190,33 @@ def test_export_parity_lightning_torch_onnx_openvino(trained: tuple[Path, Path])
 )
 def test_every_variant_exports_with_parity(variant: type[SsimAe], options: dict, tmp_path: Path) -> None:
     """Untrained weights, but normalisation and thresholds set, so the whole graph is exercised; odd input size."""
-    model = variant(image_size=[160, 192], **options).eval()
-    post = model.post_processor
-    for name, value in (
-        ("_image_threshold", 0.9),
-        ("_pixel_threshold", 0.6),
-        ("image_min", 0.5),
-        ("image_max", 1.2),
-        ("pixel_min", 0.0),
-        ("pixel_max", 1.5),
-    ):
-        getattr(post, name).fill_(value)
+    model = fill_thresholds(variant(image_size=[160, 192], **options).eval())
     paths = sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:2]
     images = torch.stack([read_image(p, as_tensor=True) for p in paths])
     images = torch.nn.functional.interpolate(images, size=(301, 257), mode="bilinear")  # not the model size
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(images)._asdict().items() if v is not None}
     assert reference["anomaly_map"].shape == (2, 1, 160, 192)
+    onnx = model.to_onnx(tmp_path)
+    assert_parity(reference, run_onnx(onnx, images.numpy()), "onnxruntime")
+    assert_parity(reference, run_openvino(onnx, images.numpy()), "openvino")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image_size", [[208, 300], [300, 208], [208, 512]], ids=["208x300", "300x208", "208x512"])
+def test_border_patches_export_with_parity(image_size: list[int], tmp_path: Path) -> None:
+    """Sizes the stride does not divide (size - 128 not a multiple of 32; 208 x 512 is the quickstart's): the
+    border-aligned row (column) of patches is exported too, in both orientations (issue 10): eager inference and
+    the exported graph must place and average the border patches alike."""
+    runs = [axis_runs(side, 128, 32) for side in image_size]
+    assert len(runs[0]) == 2 and len(runs[1]) == (1 if image_size[1] == 512 else 2)  # a flush border row/column
+    model = fill_thresholds(SsimAe(image_size=image_size).eval())
+    paths = sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:2]
+    images = torch.stack([read_image(p, as_tensor=True) for p in paths])  # 208 x 512, resized inside the graph
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in model(images)._asdict().items() if v is not None}
+    assert reference["anomaly_map"].shape == (2, 1, *image_size)
+    assert 0 < reference["pred_mask"].mean() < 1  # mixed masks: parity on both sides of the cut
     onnx = model.to_onnx(tmp_path)
     assert_parity(reference, run_onnx(onnx, images.numpy()), "onnxruntime")
     assert_parity(reference, run_openvino(onnx, images.numpy()), "openvino")
