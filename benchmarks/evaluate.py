@@ -132,7 +132,7 @@ def evaluate(
         masks = torch.stack([p[1] for p in pairs])
         label = torch.tensor([s[2] for s in chunk])
         labels.append(label)
-        inputs, reconstruction, patches, rebuilt = model.reconstruct(images)
+        inputs, reconstruction, patches, rebuilt = model.reconstruct(images, keep_patches=True)
         good = label == 0
         if good.any():
             keep = good.repeat_interleave(len(patches) // len(inputs))

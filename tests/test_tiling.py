@@ -61,16 +61,59 @@ def test_grayscale_conversion_keeps_gray_values(gray_image: torch.Tensor) -> Non
     assert (inputs - gray_image[:, :1]).abs().max() < 1e-6  # a gray image as RGB: channels equal
 
 
-def test_patches_in_chunks_give_the_same_map() -> None:
-    # 208 x 512 at stride 32: 52 patches per image, 104 for the batch; chunks of 7 leave a short last chunk
-    images = torch.rand(2, 3, 208, 512, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("chunk_size", [1, 7, 25, 1000])
+@pytest.mark.parametrize(("height", "width"), [(208, 300), (256, 256), (130, 131)])
+def test_apply_in_chunks_is_untile_bit_for_bit(chunk_size: int, height: int, width: int) -> None:
+    # Sizes the stride divides or not (border-aligned row, column and corner); chunks of 1, of 7 and 25 (across the
+    # two images) and one of all. An elementwise function gives every chunking the same outputs.
+    tiler = PatchTiler(128, 32)
+    images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+
+    def function(patches: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(patches * 3 - 1)[:, :2]  # other values and channels than the input
+
+    expected_patches = tiler.tile(images)
+    expected_outputs = function(expected_patches)
+    expected = tiler.untile(expected_outputs, height, width)
+    stitched, patches, outputs = tiler.apply(images, function, chunk_size, keep_patches=True)
+    assert torch.equal(stitched, expected)  # same float sums as F.fold on the CPU, not just close
+    assert torch.equal(patches, expected_patches) and torch.equal(outputs, expected_outputs)  # tile's order
+    assert tiler.apply(images, function, chunk_size)[1:] == (None, None)
+
+
+@pytest.mark.parametrize("patch_batch_size", [1, 7, 1000])
+def test_patches_in_chunks_give_the_same_map(patch_batch_size: int) -> None:
+    # 208 x 300 at stride 32 (divides neither side - 128): 4 x 7 = 28 patches per image with border-aligned ones,
+    # 56 for the batch; chunks of 1, of 7 (across the two images) and one chunk of all
+    images = torch.rand(2, 3, 208, 300, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    whole = SsimAeModel(patch_batch_size=1000).eval()
-    chunked = SsimAeModel(patch_batch_size=7).eval()
-    chunked.load_state_dict(whole.state_dict())
+    model = SsimAeModel(patch_batch_size=patch_batch_size).eval()
     with torch.no_grad():
-        expected, result = whole(images), chunked(images)
-    assert (result.anomaly_map - expected.anomaly_map).abs().max() < 1e-5
-    assert torch.allclose(result.pred_score, expected.pred_score, atol=1e-6)
+        inputs = model.prepare(images)
+        patches = model.tiler.tile(inputs)  # the reference: all patches at once, as the export traces it
+        rebuilt = model.network(patches)
+        expected = model.tiler.untile(rebuilt, 208, 300)
+        expected_map = model.anomaly_prediction(inputs, expected)
+        tiled = model.reconstruct(images)
+        kept = model.reconstruct(images, keep_patches=True)
+        result = model(images)
+    assert tiled.input_patches is None and tiled.reconstructed_patches is None  # not held unless asked
+    # the network's float sums may depend on its batch size: equal to rounding, exactly so for one chunk of all
+    tolerance = 0 if patch_batch_size >= len(patches) else 1e-6
+    assert (tiled.reconstruction - expected).abs().max() <= tolerance
+    assert (result.anomaly_map - expected_map.anomaly_map).abs().max() <= 10 * tolerance
+    assert (result.pred_score - expected_map.pred_score).abs().max() <= 10 * tolerance
+    assert torch.equal(kept.input_patches, patches)  # same patches in the same order, for val_loss
+    assert (kept.reconstructed_patches - rebuilt).abs().max() <= tolerance
+    assert torch.equal(kept.reconstruction, tiled.reconstruction)
+
+
+def test_patch_batch_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="patch_batch_size must be at least 1"):
         SsimAeModel(patch_batch_size=0)
+
+
+def test_coverage_is_the_folded_count() -> None:
+    tiler = PatchTiler(128, 32)
+    expected = tiler._fold(torch.ones(1, 128 * 128, 28), 208, 300)[0, 0]
+    assert torch.equal(tiler.coverage(208, 300), expected)

@@ -13,6 +13,8 @@ border, so every pixel is covered by real image content.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -78,6 +80,18 @@ class PatchTiler:
         p, s = self.patch_size, self.stride
         return sum(n for _, n in axis_runs(height, p, s)) * sum(n for _, n in axis_runs(width, p, s))
 
+    def coverage(self, height: int, width: int) -> torch.Tensor:
+        """Number of patches over each pixel, ``(height, width)`` float32. The patch origins are the product of the
+        row and column starts, so the count is the outer product of the two axes' counts (no ``(p * p, L)`` ones)."""
+        counts = []
+        for size in (height, width):
+            count = torch.zeros(size)
+            for first, n in axis_runs(size, self.patch_size, self.stride):
+                for start in range(first, first + n * self.stride, self.stride):
+                    count[start : start + self.patch_size] += 1
+            counts.append(count)
+        return counts[0][:, None] * counts[1][None, :]
+
     def tile(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B * L, C, patch_size, patch_size)``."""
         _, channels, height, width = images.shape
@@ -113,3 +127,56 @@ class PatchTiler:
         columns = patches.reshape(-1, per_image, channels * p * p).transpose(1, 2)
         ones = torch.ones((1, p * p, per_image), dtype=patches.dtype, device=patches.device)
         return self._fold(columns, height, width) / self._fold(ones, height, width)
+
+    def apply(
+        self,
+        images: torch.Tensor,
+        function: Callable[[torch.Tensor], torch.Tensor],
+        chunk_size: int,
+        keep_patches: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``untile(function(tile(images)))``, cutting, mapping and stitching ``chunk_size`` patches at a time, so
+        that the memory is one chunk plus image-sized sums, not ``B * L`` patches (16 times the image at stride 32).
+
+        ``images`` ``(B, C, H, W)``; ``function`` maps ``(N, C, P, P)`` to ``(N, C, P, P)``. Returns the stitched
+        ``(B, C, H, W)`` and, if ``keep_patches``, the ``(B * L, C, P, P)`` patches and their images under
+        ``function`` in the order of :meth:`tile` (else ``None``, ``None``); stitched and kept outputs take the
+        dtype and channels of ``function``'s. With the same chunks given to ``function``, the result equals
+        ``untile`` bit for bit on the CPU, whose ``F.fold`` sums in the order followed here (CUDA's sums in another:
+        equal to float rounding). Eager only: the Python loops would unroll into an exported graph.
+        """
+        batch, channels, height, width = images.shape
+        p, s = self.patch_size, self.stride
+        regions = self._regions(height, width)
+        patches = [  # (image, region, top, left) in the order of tile
+            (index, region, top + row * s, left + col * s)
+            for index in range(batch)
+            for region, (top, left, rows, cols) in enumerate(regions)
+            for row in range((rows - p) // s + 1)
+            for col in range((cols - p) // s + 1)
+        ]
+        sums: list[torch.Tensor] = []
+        kept_inputs = images.new_empty((len(patches), channels, p, p)) if keep_patches else None
+        kept_outputs = None
+        # F.fold adds the patches over a pixel last to first (its loop runs over kernel offsets), one region at a
+        # time: chunks and the patches in them go backwards, into one sum per region, for the same float sums.
+        for start in reversed(range(0, len(patches), chunk_size)):
+            chunk = patches[start : start + chunk_size]
+            inputs = torch.stack([images[index, :, top : top + p, left : left + p] for index, _, top, left in chunk])
+            outputs = function(inputs)
+            if not sums:  # allocated at the first chunk, with the outputs' dtype and channels
+                sums = [outputs.new_zeros((batch, outputs.shape[1], rows, cols)) for _, _, rows, cols in regions]
+                if keep_patches:
+                    kept_outputs = outputs.new_empty((len(patches), *outputs.shape[1:]))
+            for (index, region, top, left), patch in reversed(list(zip(chunk, outputs, strict=True))):
+                region_top, region_left = regions[region][:2]
+                top, left = top - region_top, left - region_left
+                sums[region][index, :, top : top + p, left : left + p] += patch
+            if keep_patches:
+                kept_inputs[start : start + len(chunk)] = inputs
+                kept_outputs[start : start + len(chunk)] = outputs
+        total = sums[0].new_zeros((batch, sums[0].shape[1], height, width))
+        for (top, left, rows, cols), region_sum in zip(regions, sums, strict=True):
+            total[:, :, top : top + rows, left : left + cols] += region_sum  # regions in _fold's order
+        stitched = total / self.coverage(height, width).to(total)
+        return stitched, kept_inputs, kept_outputs

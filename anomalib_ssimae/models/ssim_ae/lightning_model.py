@@ -446,11 +446,11 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             scheduler.step()
 
     # ------------------------------------------------------------------ validation and test
-    def _predict(self, batch: Batch) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
+    def _predict(self, batch: Batch, keep_patches: bool = False) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
         """Tiled reconstruction and anomaly map of the batch; the batch is updated with the map and score and
         carries the reconstruction (``batch.reconstruction``, read by the callbacks and the visualizer). Also
-        returns the mask of its defect-free images ``(B,)``."""
-        tiled = self.model.reconstruct(batch.image)
+        returns the mask of its defect-free images ``(B,)``. ``keep_patches``: see ``SsimAeModel.reconstruct``."""
+        tiled = self.model.reconstruct(batch.image, keep_patches=keep_patches)
         good = torch.ones(len(batch.image), dtype=torch.bool, device=batch.image.device)
         if batch.gt_label is not None:
             good = ~batch.gt_label.bool().to(good.device)
@@ -462,7 +462,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
         defect-free validation images (defective ones are skipped; never corrupted)."""
         del batch_idx
-        batch, good, tiled = self._predict(batch)
+        batch, good, tiled = self._predict(batch, keep_patches=True)
         if good.any():
             keep = good.repeat_interleave(len(tiled.input_patches) // len(good))
             val_loss = self.loss(tiled.input_patches[keep], tiled.reconstructed_patches[keep])

@@ -2,7 +2,8 @@
 
 Inference (Bergmann et al. 2019 §4.3; Rádli & Czúni 2021 §5): resized image -> grayscale (if ``in_channels == 1``)
 -> optional per-image intensity standardisation -> overlapping patches (``patch_size`` at ``stride``) -> reconstruction of all patches -> patches averaged back ->
-residual map (1 - SSIM map, Eq. 8) -> anomaly score. All of it is in ``forward``, so export carries it.
+residual map (1 - SSIM map, Eq. 8) -> anomaly score. All of it is in ``forward``, so export carries it. Eager inference
+cuts, reconstructs and stitches ``patch_batch_size`` patches at a time, so large images need no memory per patch.
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ class TiledReconstruction(NamedTuple):
         inputs: the images as the network sees them (its channels, standardised if the model does so),
             ``(B, C, H, W)`` in [0, 1].
         reconstruction: the stitched reconstruction, ``(B, C, H, W)`` in (0, 1).
-        input_patches: ``(B * L, C, P, P)``, the patches the network saw.
-        reconstructed_patches: ``(B * L, C, P, P)``, its output.
+        input_patches: ``(B * L, C, P, P)``, the patches the network saw, in the order of
+            :meth:`PatchTiler.tile <anomalib_ssimae.components.tiling.PatchTiler.tile>` (those of one image
+            contiguous); ``None`` unless asked for (``reconstruct(images, keep_patches=True)``) or exporting.
+        reconstructed_patches: ``(B * L, C, P, P)``, its output; ``None`` with ``input_patches``.
     """
 
     inputs: torch.Tensor
     reconstruction: torch.Tensor
-    input_patches: torch.Tensor
-    reconstructed_patches: torch.Tensor
+    input_patches: torch.Tensor | None
+    reconstructed_patches: torch.Tensor | None
 
 
 class SsimAeModel(nn.Module):
@@ -88,8 +91,9 @@ class SsimAeModel(nn.Module):
             :data:`~anomalib_ssimae.models.ssim_ae.network.NETWORKS`.
         position_normalization: ``(height, width)`` of the anomaly maps to divide them by the defect-free residual
             per position (:class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.PositionNormalization`), or ``None``.
-        patch_batch_size: patches per network call at inference, which bounds the memory of large images and eval
-            batches (the network's activations take about 1.1 MiB per 128 px SSIM-AE patch); at least 1.
+        patch_batch_size: patches cut, reconstructed and stitched per step at inference, which bounds the memory of
+            large images and eval batches (the network's activations take about 1.1 MiB per 128 px SSIM-AE patch;
+            the patches of a whole image, 16 times its pixels at stride 32, are never held); at least 1.
         intensity_normalization: ``"none"`` or ``"standardize"`` (:func:`standardize`, per whole image, before
             tiling; training crops are cut from standardised images, see :meth:`prepare`).
 
@@ -135,28 +139,38 @@ class SsimAeModel(nn.Module):
         self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, *NETWORKS[network])
         self.tiler = PatchTiler(patch_size, stride)
 
-    def _reconstruct_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """The network on ``(N, C, P, P)`` patches, ``patch_batch_size`` at a time: the activations of all patches at
-        once grow with image and batch size. Exports trace one call, which keeps the batch dimension dynamic (a
-        split would fix it to the example's batch); the exported model therefore holds all patches at once."""
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-        if exporting or len(patches) <= self.patch_batch_size:
-            return self.network(patches)
-        return torch.cat([self.network(chunk) for chunk in patches.split(self.patch_batch_size)])
-
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Whole resized images ``(B, 3 or C, H, W)`` in [0, 1] -> what the network sees, ``(B, C, H, W)`` in [0, 1]:
         the network's channels (:func:`to_model_channels`), standardised if ``intensity_normalization`` says so."""
         inputs = to_model_channels(images, self.in_channels)
         return standardize(inputs) if self.intensity_normalization == "standardize" else inputs
 
-    def reconstruct(self, images: torch.Tensor) -> TiledReconstruction:
-        """Tiled reconstruction of whole images ``(B, 3 or C, H, W)`` (see :class:`TiledReconstruction`)."""
+    def reconstruct(self, images: torch.Tensor, keep_patches: bool = False) -> TiledReconstruction:
+        """Tiled reconstruction of whole images ``(B, 3 or C, H, W)`` (see :class:`TiledReconstruction`).
+
+        Eager: :meth:`_reconstruct_in_chunks`, whose memory does not grow with the number of patches unless
+        ``keep_patches`` asks for them all (validation's ``val_loss``). Export: one tile -> network -> untile, so
+        that the graph keeps a dynamic batch dimension (a loop of chunks would fix it to the example's); the
+        exported model therefore holds all patches at once.
+        """
         inputs = self.prepare(images)
         height, width = inputs.shape[-2:]
-        patches = self.tiler.tile(inputs)
-        reconstructed = self._reconstruct_patches(patches).to(inputs.dtype)
-        return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            patches = self.tiler.tile(inputs)
+            reconstructed = self.network(patches).to(inputs.dtype)
+            return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
+        return self._reconstruct_in_chunks(inputs, keep_patches)
+
+    def _reconstruct_in_chunks(self, inputs: torch.Tensor, keep_patches: bool) -> TiledReconstruction:
+        """Eager tiled reconstruction of network inputs ``(B, C, H, W)``: ``patch_batch_size`` patches at a time are
+        cut, reconstructed and added into the stitched sums (:meth:`PatchTiler.apply`), so the memory is one chunk
+        plus image-sized tensors; tiling first held ``B * L`` patches and as many reconstructions, 16 times the
+        image each at stride 32. The network gets the same chunks as the earlier split of all tiled patches, and the
+        sums are untile's (bit for bit on the CPU): the same maps."""
+        reconstruction, patches, reconstructed = self.tiler.apply(
+            inputs, lambda chunk: self.network(chunk).to(inputs.dtype), self.patch_batch_size, keep_patches
+        )
+        return TiledReconstruction(inputs, reconstruction, patches, reconstructed)
 
     @torch.no_grad()
     def fit_position_normalization(self, batches: Iterable[torch.Tensor]) -> None:
