@@ -18,6 +18,7 @@ import logging
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -388,3 +389,25 @@ def test_ssimae_predict_skips_hidden_and_system_files_with_a_note(
     assert notes[0].startswith(f"skipped 4 hidden or non-image files under {messy}: ")
     for name in (".DS_Store", "Thumbs.db", f"._{REAL[0].name}", f"{REAL[0].stem}-checkpoint.png"):
         assert name in notes[0]
+
+
+# ---------------------------------------------------------------- small images in training and test data
+def test_small_training_images_get_one_warning_per_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 10 x 10 and a 64 x 64 copy of a real image among the training images: the check before training names how
+    many are enlarged more than 2 times and the most enlarged one, with its factor; 512 x 208 images (the rest of
+    the training set and the test set) give no warning. anomalib enlarged them without a word."""
+    small = {"tiny.png": SOURCE.resize((10, 10)), "small.png": SOURCE.resize((64, 64))}
+    category = training_folder(tmp_path / "data", {"a.png": SOURCE, **small})
+    data = setup_mvtec(tmp_path / "data")
+    data.trainer = SimpleNamespace(lightning_module=SsimAe(image_size=256, visualizer=False))  # as in on_fit_start
+    with caplog.at_level(logging.WARNING):
+        check_datamodule_images(data, "train_data", "test_data")
+        check_datamodule_images(data, "train_data", image_size=(128, 128))  # 128 / 64 = 2: the limit
+    messages = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
+    warned = [message.split(" to the model's")[0] for message in messages]
+    tiny = category / "train" / "good" / "tiny.png"
+    assert warned == [
+        f"2 images are enlarged more than 2 times, e.g. {tiny}: 10 x 10 (width x height) is enlarged 25.6 times",
+        f"{tiny}: 10 x 10 (width x height) is enlarged 12.8 times",
+    ]
+    assert "image_size 256 x 256; more than 2 times gives unreliable scores" in messages[0]

@@ -184,7 +184,7 @@ def test_enlarged_images_are_named_by_the_openvino_detector(
         detector(np.zeros((1, 3, 100, 100), dtype=np.float32))  # arrays without names: named by position
     warned = [r.getMessage() for r in caplog.records if "enlarged" in r.getMessage()]
     advice = (
-        "to the model's image_size 256 x 256; more than 2 times gives unreliable scores: predict images of the "
+        "to the model's image_size 256 x 256; more than 2 times gives unreliable scores: use images of the "
         "training resolution (crop or tile large ones, do not enlarge small ones)"
     )
     assert warned == [

@@ -103,16 +103,28 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, Image.Image]:
     return np.asarray(rgb, dtype=np.float32) / 255.0, rgb
 
 
-def check_image_files(paths: Iterable[str | Path]) -> int:
+def check_image_files(paths: Iterable[str | Path], image_size: tuple[int, int] | Sequence[int] | None = None) -> int:
     """Decode every image and check it as :func:`open_rgb` does; return how many were checked.
+
+    With ``image_size`` (height, width), warn once about the images that resizing to it enlarges more than
+    :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times per side: how many, and the most enlarged one.
 
     Raises:
         ValueError: naming the first file that cannot be read, has 16-bit gray or float pixels or transparent ones.
     """
-    count = 0
+    # deferred: anomalib_ssimae.deploy imports this module
+    from anomalib_ssimae.deploy.records import MAX_UPSCALE, upscale_factor, warn_if_upscaled
+
+    count, enlarged = 0, []
     for path in paths:
-        _open(path)
+        image = _open(path)
         count += 1
+        size = (image.height, image.width)
+        if (factor := upscale_factor(size, image_size)) > MAX_UPSCALE:
+            enlarged.append((factor, count, path, size))
+    if enlarged:  # one warning per dataset, not one per image: a folder of thumbnails would flood the log
+        _, _, path, size = max(enlarged, key=lambda item: (item[0], -item[1]))
+        warn_if_upscaled(path, size, image_size, count=len(enlarged))
     return count
 
 
@@ -125,10 +137,17 @@ def dataset_image_paths(dataset: object) -> Iterable[str | Path]:
     return getattr(dataset, "image_filenames", None) or []
 
 
-def check_datamodule_images(datamodule: object, *splits: str) -> None:
-    """Run :func:`check_image_files` on the images of the datamodule's given splits (e.g. ``"train_data"``)."""
+def check_datamodule_images(
+    datamodule: object, *splits: str, image_size: tuple[int, int] | Sequence[int] | None = None
+) -> None:
+    """Run :func:`check_image_files` on the images of the datamodule's given splits (e.g. ``"train_data"``), warning
+    once per split about images enlarged too much to ``image_size``: by default the ``input_size`` of the model that
+    the datamodule's trainer runs (the model calls this from ``on_fit_start`` and ``on_test_start``)."""
+    if image_size is None:
+        model = getattr(getattr(datamodule, "trainer", None), "lightning_module", None)
+        image_size = getattr(model, "input_size", None)
     for split in splits:
-        check_image_files(dataset_image_paths(getattr(datamodule, split, None)))
+        check_image_files(dataset_image_paths(getattr(datamodule, split, None)), image_size)
 
 
 def is_hidden(path: Path, folder: Path) -> bool:

@@ -92,18 +92,21 @@ def upscale_factor(size: tuple[int, int], image_size: tuple[int, int] | list[int
 
 
 def warn_if_upscaled(
-    path: str | Path, size: tuple[int, int], image_size: tuple[int, int] | list[int] | None
+    path: str | Path, size: tuple[int, int], image_size: tuple[int, int] | list[int] | None, count: int = 1
 ) -> float | None:
     """Log a warning naming ``path`` and the factor when resizing it to ``image_size`` enlarges a side more than
     :data:`MAX_UPSCALE` times (the network then sees blurred pixels it never saw in training and flags them or
-    misses small defects). Returns the factor when it warned, else ``None``."""
+    misses small defects); with ``count`` > 1, ``path`` is the example of ``count`` such images of a dataset.
+    Returns the factor when it warned, else ``None``."""
     factor = upscale_factor(size, image_size)
     if factor <= MAX_UPSCALE:
         return None
+    many = f"{count} images are enlarged more than {MAX_UPSCALE:g} times, e.g. " if count > 1 else ""
     logger.warning(
-        "%s: %d x %d (width x height) is enlarged %.3g times to the model's image_size %d x %d; more than %g times "
-        "gives unreliable scores: predict images of the training resolution (crop or tile large ones, do not enlarge "
+        "%s%s: %d x %d (width x height) is enlarged %.3g times to the model's image_size %d x %d; more than %g times "
+        "gives unreliable scores: use images of the training resolution (crop or tile large ones, do not enlarge "
         "small ones)",
+        many,
         path,
         size[1],
         size[0],
