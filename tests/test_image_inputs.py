@@ -31,11 +31,11 @@ from PIL import Image
 
 from anomalib_ssimae import SsimAe
 from anomalib_ssimae.data.images import check_datamodule_images, check_image_files, read_rgb
-from anomalib_ssimae.deploy import predict_folder
+from anomalib_ssimae.deploy import cli, predict_folder
 from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 
 from .helpers import EMBEDDED
-from .test_data_folders import APPLE_DOUBLE, mvtec, setup_mvtec
+from .test_data_folders import APPLE_DOUBLE, mvtec, setup_folder, setup_mvtec
 
 SOURCE = Image.open(min((EMBEDDED / "train" / "good").glob("*.png"))).convert("RGB")  # real colour, 512 x 208
 GRAY = SOURCE.convert("L")
@@ -411,3 +411,58 @@ def test_small_training_images_get_one_warning_per_dataset(tmp_path: Path, caplo
         f"{tiny}: 10 x 10 (width x height) is enlarged 12.8 times",
     ]
     assert "image_size 256 x 256; more than 2 times gives unreliable scores" in messages[0]
+
+
+# ---------------------------------------------------------------- empty folders
+def empty_folder(path: Path) -> Path:
+    """A folder holding no image: only a macOS ``._`` file and a ``Thumbs.db`` (what an "empty" copy often holds)."""
+    path.mkdir(parents=True)
+    (path / "._a.png").write_bytes(APPLE_DOUBLE)
+    (path / "Thumbs.db").write_bytes(b"not an image")
+    return path
+
+
+def test_empty_folders_are_named_by_the_datamodules(tmp_path: Path) -> None:
+    """An MVTec AD ``train/good`` that is empty or missing and each empty Folder argument: ``FileNotFoundError``
+    naming the folder, before any training."""
+    suffixes = r"\(\.bmp, \.jpeg, \.jpg, \.png, \.tif, \.tiff, \.webp, any case\)"
+    category = mvtec(tmp_path / "empty", n_train=0)
+    empty_folder(category / "train" / "good" / "sub")
+    with pytest.raises(FileNotFoundError, match=rf"^no training images in {category / 'train' / 'good'} {suffixes}"):
+        setup_mvtec(tmp_path / "empty")
+    shutil.rmtree(category / "train")  # a wrong --data.category or root
+    with pytest.raises(FileNotFoundError, match=rf"^no training images in {category / 'train' / 'good'} "):
+        setup_mvtec(tmp_path / "empty")
+    root = mvtec(tmp_path / "folder")
+    empty = empty_folder(tmp_path / "folder" / "nothing")
+    full = {"normal_dir": "train/good", "abnormal_dir": "test/pitting", "normal_test_dir": "test/good"}
+    for argument, kind in (("normal_dir", "normal"), ("abnormal_dir", "abnormal"), ("normal_test_dir", "normal_test")):
+        folders = {**full, argument: ["../nothing"] if argument == "abnormal_dir" else "../nothing"}
+        with pytest.raises(FileNotFoundError, match=rf"^no {kind} images in {empty} {suffixes}"):
+            setup_folder(root, **folders)
+
+
+def test_ssimae_predict_names_an_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``ssimae-predict MODEL EMPTY OUT``: exit status 2, one line naming the folder, and no output folder."""
+    monkeypatch.setattr(cli, "OpenVinoDetector", lambda *_: RecordingDetector())
+    empty = empty_folder(tmp_path / "in")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["model.xml", str(empty), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"ssimae-predict: error: {empty}: no image files (.bmp, .jpeg, .jpg, .png, .tif, ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_anomalib_predict_names_an_empty_folder(tmp_path: Path) -> None:
+    """``anomalib predict --data_path EMPTY``, empty or holding no image file: anomalib's ``PredictDataset``
+    refuses it, naming the folder."""
+    empty = tmp_path / "in"
+    empty.mkdir()
+    for _ in range(2):
+        with pytest.raises(ValueError, match=rf"^Found 0 images in {empty}$"):
+            anomalib_predict(empty, tmp_path / "out")
+        (empty / "Thumbs.db").write_bytes(b"not an image")
+        (empty / "notes.txt").write_text("no image here")
