@@ -1,4 +1,5 @@
-"""Input kinds on every path (issue 10): TIFF (8 and 16 bits), mixed modes in one training folder, transparency.
+"""Input kinds on every path (issue 10): TIFF (8 and 16 bits), mixed modes in one training folder, transparency,
+small images (enlarged), empty folders, mixed-case suffixes.
 
 The paths: the package's datamodules (``anomalib_ssimae.data.MVTecAD`` items, and the image check of ``on_fit_start``
 :func:`check_datamodule_images`), ``ssimae-predict`` (:func:`predict_folder`, fed to a stand-in detector that keeps
@@ -35,7 +36,15 @@ from anomalib_ssimae.deploy import cli, predict_folder
 from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 
 from .helpers import EMBEDDED
-from .test_data_folders import APPLE_DOUBLE, mvtec, setup_folder, setup_mvtec
+from .test_data_folders import (
+    APPLE_DOUBLE,
+    PITTING,
+    clean_mask,
+    masks_by_image,
+    mvtec,
+    setup_folder,
+    setup_mvtec,
+)
 
 SOURCE = Image.open(min((EMBEDDED / "train" / "good").glob("*.png"))).convert("RGB")  # real colour, 512 x 208
 GRAY = SOURCE.convert("L")
@@ -466,3 +475,41 @@ def test_anomalib_predict_names_an_empty_folder(tmp_path: Path) -> None:
             anomalib_predict(empty, tmp_path / "out")
         (empty / "Thumbs.db").write_bytes(b"not an image")
         (empty / "notes.txt").write_text("no image here")
+
+
+# ---------------------------------------------------------------- mixed-case suffixes
+CASES = {".PNG": "PNG", ".TIF": "TIFF", ".JPG": "JPEG", ".jpeg": "JPEG"}  # suffix -> format written
+
+
+def test_mixed_case_suffixes_are_predicted_on_both_paths(tmp_path: Path) -> None:
+    """``.PNG``, ``.TIF``, ``.JPG`` and ``.jpeg`` copies of a real image next to its ``.png``: ``ssimae-predict`` and
+    ``anomalib predict`` predict all five; the lossless copies score exactly as the ``.png``, the JPEG ones are read."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    SOURCE.save(folder / "a.png")
+    for suffix, kind in CASES.items():
+        SOURCE.save(folder / f"copy{suffix}", format=kind)
+    names = {"a.png", *(f"copy{suffix}" for suffix in CASES)}
+    records, inputs = ssimae_predict(folder, tmp_path / "predict")
+    maps = anomalib_predict(folder, tmp_path / "anomalib", in_channels=3)
+    assert set(records) == set(inputs) == set(maps) == names
+    for name in ("copy.PNG", "copy.TIF"):
+        assert records[name]["anomaly_score"] == records["a.png"]["anomaly_score"]
+        assert np.array_equal(inputs[name], inputs["a.png"])
+        assert torch.equal(maps[name], maps["a.png"])  # the map the score is taken from
+    for name in ("copy.JPG", "copy.jpeg"):  # lossy: close, not equal
+        assert np.abs(inputs[name] - inputs["a.png"]).mean() < 0.02
+        assert inputs[name].shape == inputs["a.png"].shape
+
+
+def test_mixed_case_defective_images_pair_with_their_masks(tmp_path: Path) -> None:
+    """MVTec AD ``test/pitting`` images as ``.JPG``, ``.TIF``, ``.PNG`` and ``.jpeg`` with ``<stem>_mask.png`` masks:
+    each gets its own mask (anomalib's MVTecAD reads ``.png``/``.PNG`` only and drops the others silently)."""
+    category = mvtec(tmp_path, pitting=PITTING[:4])
+    for image, (suffix, kind) in zip(PITTING[:4], CASES.items(), strict=True):
+        Image.open(image).save(category / "test" / "pitting" / f"{image.stem}{suffix}", format=kind)
+        (category / "test" / "pitting" / image.name).unlink()
+    masks = masks_by_image(setup_mvtec(tmp_path).test_data)
+    assert sorted(masks) == sorted(f"{image.stem}{suffix}" for image, suffix in zip(PITTING[:4], CASES, strict=True))
+    for image, suffix in zip(PITTING[:4], CASES, strict=True):
+        assert np.array_equal(masks[f"{image.stem}{suffix}"], clean_mask(image))
