@@ -95,10 +95,11 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             shifted and scaled to mean 0.5 and standard deviation 0.15 before training crops are cut from it and
             before tiling at inference, so brightness and contrast that change between captures do not weigh in the
             map (:func:`~anomalib_ssimae.models.ssim_ae.torch_model.standardize`; inside the exported graph).
-        patch_batch_size: patches per network call at inference (validation, test, predict); it bounds the memory of
-            large images (one 2048 x 2048 image: 2.2 GB peak instead of 5.0 GB,
-            ``benchmarks/results/large_image_memory.md``). Exported graphs take all patches in one call, so that their
-            batch dimension stays dynamic.
+        patch_batch_size: patches cut, reconstructed and stitched per step at inference (validation, test, predict);
+            it bounds the memory of large images, whose patches are never all held (except by validation, for
+            ``val_loss``): at 64, one 2048 x 2048 image peaks at 1602 MiB resident (975 before inference; 5019 with
+            all patches in one call), a 1500 x 4000 one at 1874 MiB (``benchmarks/results/large_image_memory.md``).
+            Exported graphs take all patches in one call, so that their batch dimension stays dynamic.
         crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
         batch_size: crops per optimiser step (paper: 128). The datamodule's ``train_batch_size`` only sets how many
             images the crops of one training step are drawn from.
