@@ -136,6 +136,27 @@ def eight_bit_tiffs() -> dict[str, bytes | Image.Image]:
     }
 
 
+def assert_refused_on_every_path(path: Path, error: str, tmp_path: Path) -> dict[str, dict]:
+    """``path`` (in the MVTec train folder beside ``a.png``) is refused with ``error`` by the image check, the reader,
+    the datamodule check that runs before training, the datamodule item itself (whichever model trains) and
+    ``anomalib predict``; ``ssimae-predict`` predicts only ``a.png``. Returns ``ssimae-predict``'s records."""
+    with pytest.raises(ValueError, match=error):
+        check_image_files([path])
+    with pytest.raises(ValueError, match=error):
+        read_rgb(path)
+    data = setup_mvtec(tmp_path / "data")
+    with pytest.raises(ValueError, match=error):  # on_fit_start's check, before any training
+        check_datamodule_images(data, "train_data")
+    index = [Path(p).name for p in data.train_data.samples.image_path].index(path.name)
+    with pytest.raises(ValueError, match=error):  # the item itself, whichever model trains
+        data.train_data[index]
+    records, inputs = ssimae_predict(path.parent, tmp_path / "predict")
+    assert list(inputs) == ["a.png"]
+    with pytest.raises(ValueError, match=error):
+        anomalib_predict(path.parent, tmp_path / "anomalib")
+    return records
+
+
 def test_8_bit_tiff_reads_as_the_png_of_the_same_pixels_on_every_path(tmp_path: Path) -> None:
     """8-bit RGB TIFF (uncompressed, LZW, planar) and 16-bit RGB TIFF of the same pixels give exactly the PNG's
     values to training, ``ssimae-predict`` and ``anomalib predict``; a gray TIFF gives the gray PNG's."""
@@ -182,21 +203,8 @@ def test_16_bit_gray_and_float_tiff_are_refused_on_every_path(tmp_path: Path, na
     else:
         assert (anomalib == 1).mean() > 0.99  # anomalib: white
     error = rf"image .*{name.replace('.', '[.]')} has PIL mode {mode} \(16-bit or float\)"
-    with pytest.raises(ValueError, match=error):
-        check_image_files([path])
-    with pytest.raises(ValueError, match=error):
-        read_rgb(path)
-    data = setup_mvtec(tmp_path / "data")
-    with pytest.raises(ValueError, match=error):  # on_fit_start's check, before any training
-        check_datamodule_images(data, "train_data")
-    index = [Path(p).name for p in data.train_data.samples.image_path].index(name)
-    with pytest.raises(ValueError, match=error):  # the item itself, whichever model trains
-        data.train_data[index]
-    records, inputs = ssimae_predict(path.parent, tmp_path / "predict")
-    assert list(inputs) == ["a.png"]
+    records = assert_refused_on_every_path(path, error, tmp_path)
     assert records[name]["error"].startswith(f"image {path} has PIL mode {mode}")
-    with pytest.raises(ValueError, match=error):
-        anomalib_predict(path.parent, tmp_path / "anomalib")
     fixed = (
         Image.open(path).point(lambda v: v * 255).convert("L")
         if mode == "F"
@@ -294,20 +302,8 @@ def test_transparent_pixels_are_refused_on_every_path(tmp_path: Path, name: str)
         assert np.allclose(read_image(path)[:, :LEFT], under) and under.std() > 0.05
     assert count > 0
     error = rf"image .*{name.replace('.', '[.]')} has transparent pixels \({count} of {512 * 208} with alpha < 255\)"
-    with pytest.raises(ValueError, match=error):
-        check_image_files([path])
-    with pytest.raises(ValueError, match=error):
-        read_rgb(path)
-    data = setup_mvtec(tmp_path / "data")
-    with pytest.raises(ValueError, match=error):
-        check_datamodule_images(data, "train_data")
-    index = [Path(p).name for p in data.train_data.samples.image_path].index(name)
-    with pytest.raises(ValueError, match=error):
-        data.train_data[index]
-    records, inputs = ssimae_predict(path.parent, tmp_path / "predict")
-    assert list(inputs) == ["a.png"] and "transparent pixels" in records[name]["error"]
-    with pytest.raises(ValueError, match=error):
-        anomalib_predict(path.parent, tmp_path / "anomalib")
+    records = assert_refused_on_every_path(path, error, tmp_path)
+    assert "transparent pixels" in records[name]["error"]
     flat = Image.alpha_composite(Image.new("RGBA", opened.size, "black"), opened.convert("RGBA")).convert("RGB")
     flat.save(path.with_name("flat.png"))
     values, _ = read_rgb(path.with_name("flat.png"))
