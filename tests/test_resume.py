@@ -26,13 +26,22 @@ class Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
-def fit(root: Path, ckpt_path: Path | None = None, crash: bool = False) -> tuple[SsimDae, Engine]:
+def fit(
+    root: Path,
+    ckpt_path: Path | None = None,
+    crash: bool = False,
+    validate: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> tuple[SsimDae, Engine]:
     # the denoising variant draws from the random state three ways: crops, flips/rotations and masked blocks
     model = SsimDae(crops_per_epoch=48, batch_size=8, image_size=[208, 512], rotation_prob=0.5, hflip_prob=0.5,
                     lr_schedule="cosine", warmup_crops=16, visualizer=False, seed=42)  # fmt: skip
-    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
-                    enable_progress_bar=False, default_root_dir=root, callbacks=[Crash()] if crash else None)  # fmt: skip
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, eval_batch_size=16,
+                         num_workers=0, seed=42)  # fmt: skip
+    callbacks = [*(callbacks or []), *([Crash()] if crash else [])]
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS,
+                    limit_val_batches=None if validate else 0, enable_progress_bar=False, default_root_dir=root,
+                    callbacks=callbacks or None)  # fmt: skip
     engine.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model, engine
 
@@ -55,6 +64,48 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert checkpoints[0].read_bytes() == before  # the checkpoint resumed from is not overwritten
+
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from lightning.pytorch import Callback
+from tests.test_resume import fit
+
+class Kill(Callback):  # SIGKILL in the middle of the second epoch: no exception, no clean-up, as a killed job
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+fit(Path(sys.argv[1]), validate=True, callbacks=[Kill()])
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_with_validation_resumes_to_the_uninterrupted_run(tmp_path: Path) -> None:
+    # a real kill (SIGKILL of the training process, mid-epoch, validation on), then the same run with ckpt_path
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import REPO
+
+    straight, straight_engine = fit(tmp_path / "straight", validate=True)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "killed")], cwd=REPO, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    checkpoints = sorted((tmp_path / "killed").rglob("*.ckpt"))
+    assert len(checkpoints) == 1  # written after the first epoch's validation
+    saved = torch.load(checkpoints[0], weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 6)
+    resumed, engine = fit(tmp_path / "killed", validate=True, ckpt_path=checkpoints[0])
+
+    assert engine.trainer.global_step == EPOCHS * 6
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    # the last epoch's validation logs the same values
+    expected = {k: float(v) for k, v in straight_engine.trainer.callback_metrics.items()}
+    assert {k: float(v) for k, v in engine.trainer.callback_metrics.items()} == expected
+    assert 0 < expected["val_loss"] < 0.5
 
 
 def test_checkpoint_random_state_loads_with_weights_only(tmp_path: Path) -> None:

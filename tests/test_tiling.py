@@ -79,6 +79,11 @@ def test_apply_in_chunks_is_untile_bit_for_bit(chunk_size: int, height: int, wid
     assert torch.equal(stitched, expected)  # same float sums as F.fold on the CPU, not just close
     assert torch.equal(patches, expected_patches) and torch.equal(outputs, expected_outputs)  # tile's order
     assert tiler.apply(images, function, chunk_size)[1:] == (None, None)
+    seen = []  # on_chunk sees every patch once, with the index of its image
+    tiler.apply(images, function, chunk_size, on_chunk=lambda index, inputs, outputs: seen.append((index, inputs)))
+    index = torch.cat([i for i, _ in reversed(seen)])  # chunks arrive last to first
+    assert torch.equal(torch.cat([p for _, p in reversed(seen)]), expected_patches)
+    assert torch.equal(index, torch.arange(2).repeat_interleave(len(expected_patches) // 2))
 
 
 @pytest.mark.parametrize("patch_batch_size", [1, 7, 1000])
@@ -117,3 +122,30 @@ def test_coverage_is_the_folded_count() -> None:
     tiler = PatchTiler(128, 32)
     expected = tiler._fold(torch.ones(1, 128 * 128, 28), 208, 300)[0, 0]
     assert torch.equal(tiler.coverage(208, 300), expected)
+
+
+def test_val_loss_in_chunks_equals_the_loss_of_all_patches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation sums the loss chunk by chunk (7 patches at a time, across images) over the defect-free images
+    only: the same value as the loss of all their patches at once, with the defective image's patches left out."""
+    from anomalib.data import ImageBatch
+
+    from anomalib_ssimae.models import SsimAe
+
+    torch.manual_seed(0)
+    model = SsimAe(image_size=(208, 300), patch_batch_size=7).eval()
+    images = torch.rand(3, 3, 208, 300, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([False, True, False])  # the middle image is defective
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.update({name: (value, kwargs)}))
+    with torch.no_grad():
+        model.validation_step(ImageBatch(image=images, gt_label=labels), 0)
+        kept = model.model.reconstruct(images[~labels], keep_patches=True)
+        expected = model.loss(kept.input_patches, kept.reconstructed_patches)
+    value, kwargs = logged["val_loss"]
+    assert len(kept.input_patches) == 2 * 28  # 4 x 7 patches per image at stride 32
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    assert kwargs["batch_size"] == 2
+    with torch.no_grad():  # no defect-free image in the batch: nothing logged
+        logged.clear()
+        model.validation_step(ImageBatch(image=images[1:2], gt_label=labels[1:2]), 0)
+    assert "val_loss" not in logged

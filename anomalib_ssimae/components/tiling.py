@@ -134,6 +134,7 @@ class PatchTiler:
         function: Callable[[torch.Tensor], torch.Tensor],
         chunk_size: int,
         keep_patches: bool = False,
+        on_chunk: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``untile(function(tile(images)))``, cutting, mapping and stitching ``chunk_size`` patches at a time, so
         that the memory is one chunk plus image-sized sums, not ``B * L`` patches (16 times the image at stride 32).
@@ -144,6 +145,10 @@ class PatchTiler:
         dtype and channels of ``function``'s. With the same chunks given to ``function``, the result equals
         ``untile`` bit for bit on the CPU, whose ``F.fold`` sums in the order followed here (CUDA's sums in another:
         equal to float rounding). Eager only: the Python loops would unroll into an exported graph.
+
+        ``on_chunk(image_index, inputs, outputs)``, if given, sees every chunk: ``(N,)`` int64 index of each patch's
+        image in ``images``, its ``(N, C, P, P)`` patches and their images under ``function``; it lets a caller
+        reduce over the patches (validation's loss) without keeping them.
         """
         batch, channels, height, width = images.shape
         p, s = self.patch_size, self.stride
@@ -164,6 +169,8 @@ class PatchTiler:
             chunk = patches[start : start + chunk_size]
             inputs = torch.stack([images[index, :, top : top + p, left : left + p] for index, _, top, left in chunk])
             outputs = function(inputs)
+            if on_chunk is not None:
+                on_chunk(torch.tensor([index for index, *_ in chunk], device=images.device), inputs, outputs)
             if not sums:  # allocated at the first chunk, with the outputs' dtype and channels
                 sums = [outputs.new_zeros((batch, outputs.shape[1], rows, cols)) for _, _, rows, cols in regions]
                 if keep_patches:

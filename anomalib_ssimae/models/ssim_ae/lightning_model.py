@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -447,26 +447,42 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             scheduler.step()
 
     # ------------------------------------------------------------------ validation and test
-    def _predict(self, batch: Batch, keep_patches: bool = False) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
+    def _predict(
+        self, batch: Batch, on_chunk: Callable | None = None
+    ) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
         """Tiled reconstruction and anomaly map of the batch; the batch is updated with the map and score and
         carries the reconstruction (``batch.reconstruction``, read by the callbacks and the visualizer). Also
-        returns the mask of its defect-free images ``(B,)``. ``keep_patches``: see ``SsimAeModel.reconstruct``."""
-        tiled = self.model.reconstruct(batch.image, keep_patches=keep_patches)
+        returns the mask of its defect-free images ``(B,)``. ``on_chunk(good, image_index, inputs, outputs)`` sees
+        each chunk of patches (see ``SsimAeModel.reconstruct``)."""
         good = torch.ones(len(batch.image), dtype=torch.bool, device=batch.image.device)
         if batch.gt_label is not None:
             good = ~batch.gt_label.bool().to(good.device)
+        hook = None if on_chunk is None else lambda *chunk: on_chunk(good, *chunk)
+        tiled = self.model.reconstruct(batch.image, on_chunk=hook)
         batch.update(**self.model.anomaly_prediction(tiled.inputs, tiled.reconstruction)._asdict())
         batch.reconstruction = tiled.reconstruction
         return batch, good, tiled
 
     def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Anomaly maps for the post-processor, plus ``val_loss``: the training loss on the tiled patches of the
-        defect-free validation images (defective ones are skipped; never corrupted)."""
+        defect-free validation images (defective ones are skipped; never corrupted). The loss is a mean over
+        patches of one size, so it is summed chunk by chunk as the patches pass: validation holds one chunk of
+        patches, not all of them."""
         del batch_idx
-        batch, good, tiled = self._predict(batch, keep_patches=True)
-        if good.any():
-            keep = good.repeat_interleave(len(tiled.input_patches) // len(good))
-            val_loss = self.loss(tiled.input_patches[keep], tiled.reconstructed_patches[keep])
+        total = torch.zeros(2, dtype=torch.float64)  # loss x patches, patches
+
+        def add_loss(
+            good: torch.Tensor, image_index: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor
+        ) -> None:
+            keep = good[image_index]
+            if keep.any():
+                count = int(keep.sum())
+                total[0] += float(self.loss(inputs[keep], outputs[keep])) * count
+                total[1] += count
+
+        batch, good, _ = self._predict(batch, on_chunk=add_loss)
+        if total[1] > 0:
+            val_loss = (total[0] / total[1]).float()
             self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=int(good.sum()))
         return batch
 

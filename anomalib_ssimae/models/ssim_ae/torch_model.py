@@ -8,7 +8,7 @@ cuts, reconstructs and stitches ``patch_batch_size`` patches at a time, so large
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -145,11 +145,17 @@ class SsimAeModel(nn.Module):
         inputs = to_model_channels(images, self.in_channels)
         return standardize(inputs) if self.intensity_normalization == "standardize" else inputs
 
-    def reconstruct(self, images: torch.Tensor, keep_patches: bool = False) -> TiledReconstruction:
+    def reconstruct(
+        self,
+        images: torch.Tensor,
+        keep_patches: bool = False,
+        on_chunk: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> TiledReconstruction:
         """Tiled reconstruction of whole images ``(B, 3 or C, H, W)`` (see :class:`TiledReconstruction`).
 
         Eager: :meth:`_reconstruct_in_chunks`, whose memory does not grow with the number of patches unless
-        ``keep_patches`` asks for them all (validation's ``val_loss``). Export: one tile -> network -> untile, so
+        ``keep_patches`` asks for them all; ``on_chunk`` sees each chunk of patches instead (validation's ``val_loss``;
+        see :meth:`PatchTiler.apply <anomalib_ssimae.components.tiling.PatchTiler.apply>`). Export: one tile -> network -> untile, so
         that the graph keeps a dynamic batch dimension (a loop of chunks would fix it to the example's); the
         exported model therefore holds all patches at once.
         """
@@ -159,16 +165,21 @@ class SsimAeModel(nn.Module):
             patches = self.tiler.tile(inputs)
             reconstructed = self.network(patches).to(inputs.dtype)
             return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
-        return self._reconstruct_in_chunks(inputs, keep_patches)
+        return self._reconstruct_in_chunks(inputs, keep_patches, on_chunk)
 
-    def _reconstruct_in_chunks(self, inputs: torch.Tensor, keep_patches: bool) -> TiledReconstruction:
+    def _reconstruct_in_chunks(
+        self,
+        inputs: torch.Tensor,
+        keep_patches: bool,
+        on_chunk: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> TiledReconstruction:
         """Eager tiled reconstruction of network inputs ``(B, C, H, W)``: ``patch_batch_size`` patches at a time are
         cut, reconstructed and added into the stitched sums (:meth:`PatchTiler.apply`), so the memory is one chunk
         plus image-sized tensors; tiling first held ``B * L`` patches and as many reconstructions, 16 times the
         image each at stride 32. The network gets the same chunks as the earlier split of all tiled patches, and the
         sums are untile's (bit for bit on the CPU): the same maps."""
         reconstruction, patches, reconstructed = self.tiler.apply(
-            inputs, lambda chunk: self.network(chunk).to(inputs.dtype), self.patch_batch_size, keep_patches
+            inputs, lambda chunk: self.network(chunk).to(inputs.dtype), self.patch_batch_size, keep_patches, on_chunk
         )
         return TiledReconstruction(inputs, reconstruction, patches, reconstructed)
 
