@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -133,6 +134,8 @@ def eight_bit_tiffs() -> dict[str, bytes | Image.Image]:
         "rgb_lzw.tiff": lzw.getvalue(),
         "rgb_planar.tif": tiff_bytes(rgb.transpose(2, 0, 1).copy(), photometric="rgb", planarconfig="separate"),
         "rgb_16bit.tif": tiff_bytes(rgb.astype(np.uint16) * 257, photometric="rgb"),  # PIL keeps the high byte
+        # 16-bit RGB PNG (OpenCV writes it; BGR order): the low byte 255 must not round up, the high byte is kept
+        "rgb_16bit.png": cv2.imencode(".png", (rgb.astype(np.uint16) * 256 + 255)[:, :, ::-1].copy())[1].tobytes(),
     }
 
 
@@ -158,8 +161,9 @@ def assert_refused_on_every_path(path: Path, error: str, tmp_path: Path) -> dict
 
 
 def test_8_bit_tiff_reads_as_the_png_of_the_same_pixels_on_every_path(tmp_path: Path) -> None:
-    """8-bit RGB TIFF (uncompressed, LZW, planar) and 16-bit RGB TIFF of the same pixels give exactly the PNG's
-    values to training, ``ssimae-predict`` and ``anomalib predict``; a gray TIFF gives the gray PNG's."""
+    """8-bit RGB TIFF (uncompressed, LZW, planar), 16-bit RGB TIFF and 16-bit RGB PNG of the same pixels give
+    exactly the 8-bit PNG's values to training, ``ssimae-predict`` and ``anomalib predict``; a gray TIFF gives the
+    gray PNG's."""
     files = eight_bit_tiffs() | {"gray.png": GRAY, "gray.tif": GRAY}
     category = training_folder(tmp_path / "data", files)
     expected = read_image(category / "train" / "good" / "expected.png", as_tensor=True)  # anomalib's PNG reading
@@ -167,7 +171,7 @@ def test_8_bit_tiff_reads_as_the_png_of_the_same_pixels_on_every_path(tmp_path: 
     items = train_items(tmp_path / "data")
     records, inputs = ssimae_predict(category / "train" / "good", tmp_path / "predict")
     maps = anomalib_predict(category / "train" / "good", tmp_path / "anomalib", in_channels=3)
-    for name in ("rgb.tif", "rgb_lzw.tiff", "rgb_planar.tif", "rgb_16bit.tif"):
+    for name in ("rgb.tif", "rgb_lzw.tiff", "rgb_planar.tif", "rgb_16bit.tif", "rgb_16bit.png"):
         assert torch.equal(items[name], expected), name
         assert np.array_equal(inputs[name], inputs["expected.png"]), name
         assert records[name]["anomaly_score"] == records["expected.png"]["anomaly_score"]
