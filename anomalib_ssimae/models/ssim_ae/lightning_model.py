@@ -96,8 +96,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             before tiling at inference, so brightness and contrast that change between captures do not weigh in the
             map (:func:`~anomalib_ssimae.models.ssim_ae.torch_model.standardize`; inside the exported graph).
         patch_batch_size: patches cut, reconstructed and stitched per step at inference (validation, test, predict);
-            it bounds the memory of large images, whose patches are never all held (except by validation, for
-            ``val_loss``): at 64, one 2048 x 2048 image peaks at 1602 MiB resident (975 before inference; 5019 with
+            it bounds the memory of large images, whose patches are never all held (validation sums ``val_loss``
+            chunk by chunk): at 64, one 2048 x 2048 image peaks at 1602 MiB resident (975 before inference; 5019 with
             all patches in one call), a 1500 x 4000 one at 1874 MiB (``benchmarks/results/large_image_memory.md``).
             Exported graphs take all patches in one call, so that their batch dimension stays dynamic.
         crops_per_epoch: training crops per epoch (paper: 10,000), rounded up to whole batches.
