@@ -2,9 +2,10 @@
 flight (``ssimae-predict``'s default: reading and writing overlap with inference), and OpenVINO's ``THROUGHPUT``
 hint (several streams), with how far its scores move from the one-stream model's (issue 10).
 
-    python benchmarks/folder_throughput.py [--images 200] [--image-size 256] [--model SsimAe]
+    python benchmarks/folder_throughput.py [--images 200] [--image-size 256] [--model SsimAe] [--ckpt CKPT]
 
-Exports an untrained model (speed does not depend on the weights) and predicts a folder of copies of the embedded
+Exports an untrained model (speed does not depend on the weights), or the checkpoint ``--ckpt`` (its score changes
+are the ones a user would see: an untrained model's normalisation range is arbitrary), and predicts a folder of copies of the embedded
 images (512 x 208 RGB) with :func:`~anomalib_ssimae.deploy.predict_folder`: reading, inference, overlay pictures
 and records, all timed. Appends a table to ``benchmarks/results/folder_throughput.md``.
 """
@@ -34,12 +35,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--model", default="SsimAe", choices=["SsimAe", "SsimAeExtended"])
+    parser.add_argument("--ckpt", type=Path, help="a trained checkpoint of --model (default: an untrained model)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "folder_throughput.md")
     args = parser.parse_args()
     sources = [p for p in SOURCES if "ground_truth" not in p.parts]
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        model = getattr(anomalib_ssimae, args.model)(image_size=args.image_size, visualizer=False)
+        model_class = getattr(anomalib_ssimae, args.model)
+        if args.ckpt is None:
+            model = model_class(image_size=args.image_size, visualizer=False)
+        else:
+            model = model_class.load_from_checkpoint(args.ckpt).eval()
+        size = " x ".join(str(v) for v in model._image_size)
         xml = model.to_openvino(work / "export")
         folder = work / "images"
         folder.mkdir()
@@ -64,7 +71,7 @@ def main() -> None:
     reference = rows[0][4]
     lines = [
         (
-            f"\n## {datetime.date.today()} · {args.model} (untrained) at {args.image_size} x {args.image_size}, "
+            f"\n## {datetime.date.today()} · {args.model} ({args.ckpt or 'untrained'}) at {size}, "
             f"{args.images} images of 512 x 208 · {describe()} · OpenVINO {ov.__version__} · f32\n"
         ),
         "| mode | requests in flight | wall s | images/s | largest score change vs one at a time |",

@@ -41,17 +41,24 @@ def convergence() -> None:
     """Curves and a table of every checkpoint."""
     frame = pd.read_csv(RESULTS / "convergence.csv")
     metrics = ["pixel_AUROC", "pixel_AUPRO", "image_AUROC", "val_loss"]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
-    for (dataset, run), rows in frame.groupby(["dataset", "run"]):
-        rows = rows.sort_values("crops")
-        for axis, metric in zip(axes, metrics, strict=True):
-            axis.plot(rows["crops"], rows[metric], marker="o", label=f"{dataset} · {run}")
-    for axis, metric in zip(axes, metrics, strict=True):
-        axis.set_xscale("log")
+    # curves only (runs with two or more checkpoints); one row of panels per dataset
+    curves = frame[frame.groupby(["dataset", "run"])["crops"].transform("count") > 1]
+    datasets = sorted(curves["dataset"].unique())
+    figure, axes = plt.subplots(
+        len(datasets), len(metrics), figsize=(4.2 * len(metrics), 2.6 * len(datasets)), squeeze=False
+    )
+    for row, dataset in zip(axes, datasets, strict=True):
+        for run, rows in curves[curves["dataset"] == dataset].groupby("run"):
+            rows = rows.sort_values("crops")
+            for axis, metric in zip(row, metrics, strict=True):
+                axis.plot(rows["crops"], rows[metric], marker="o", markersize=3, label=run)
+        for axis, metric in zip(row, metrics, strict=True):
+            axis.set_xscale("log")
+            axis.set_title(f"{dataset} · {metric}", fontsize=9)
+            axis.grid(alpha=0.3)
+        row[0].legend(fontsize=6)
+    for axis in axes[-1]:
         axis.set_xlabel("training crops")
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(RESULTS / "convergence.png", dpi=110)
     columns = [
