@@ -43,10 +43,11 @@ class OpenVinoDetector:
         image_fpr, pixel_fpr: or a target false-positive rate from the defect-free calibration.
         device: OpenVINO device name.
 
-    The model is compiled with one stream (``PERFORMANCE_HINT: LATENCY``): OpenVINO's ``THROUGHPUT`` hint (two
-    streams on a 2-core EPYC, OpenVINO 2026.4.1) changed image scores by up to 0.08, and not reproducibly, for the
-    same inputs (``benchmarks/results/folder_throughput.md``). :meth:`imap` keeps requests in flight instead, so that
-    reading and writing files overlaps with inference.
+    The model is compiled with one stream (``PERFORMANCE_HINT: LATENCY``): with OpenVINO's ``THROUGHPUT`` hint (two
+    streams on a 2-core EPYC, OpenVINO 2026.4.1) the outputs were bit-identical for images of the model's size, but
+    changed by up to 0.09 (scores) and 0.67 (maps), differently on each repeat, when the graph resized the images
+    (``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps requests in flight instead, so that reading and
+    writing files overlaps with inference (1.12x on 2 cores, ``benchmarks/results/folder_throughput.md``).
 
     Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request.
     """
