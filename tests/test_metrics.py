@@ -235,8 +235,9 @@ def test_invalid_arguments() -> None:
         _PaperProtocolAUROC().update(torch.rand(1, 1, 8, 8), torch.zeros(1, 8, 9, dtype=torch.bool))
 
 
-def _test_set(root: Path, good: bool, defective: bool) -> Path:
-    """An MVTec-layout copy of the embedded data with only some of its test images (4 training images)."""
+def _test_set(root: Path, good: bool, defective: bool, masks: bool = True) -> Path:
+    """An MVTec-layout copy of the embedded data with only some of its test images (4 training images), with or
+    without the masks of the defective ones."""
     from .helpers import EMBEDDED
 
     data = root / "part"
@@ -247,7 +248,8 @@ def _test_set(root: Path, good: bool, defective: bool) -> Path:
         shutil.copytree(EMBEDDED / "test" / "good", data / "test" / "good")
     if defective:
         shutil.copytree(EMBEDDED / "test" / "pitting", data / "test" / "pitting")
-        shutil.copytree(EMBEDDED / "ground_truth", data / "ground_truth")
+        if masks:
+            shutil.copytree(EMBEDDED / "ground_truth", data / "ground_truth")
     return root
 
 
@@ -257,16 +259,20 @@ def _test_set(root: Path, good: bool, defective: bool) -> Path:
     [
         (True, False, {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Score"}),
         (False, True, {"image_AUROC"}),  # F1 is defined on defective images alone
+        (True, None, {"pixel_AUROC", "pixel_AUPRO", "pixel_F1Score"}),  # defective images, no ground_truth/
     ],
 )
-def test_metrics_a_test_set_cannot_define_are_nan(tmp_path: Path, good: bool, defective: bool, undefined: set) -> None:
-    # anomalib printed 0.0 for every metric of a test set with only defect-free images, which looks like a result
+def test_metrics_a_test_set_cannot_define_are_nan(
+    tmp_path: Path, good: bool, defective: bool | None, undefined: set
+) -> None:
+    # anomalib printed 0.0 for every metric of a test set with only defect-free images, which looks like a result;
+    # without ground_truth/ it crashed in pandas. defective=None: defective images without masks.
     from anomalib.engine import Engine
 
     from anomalib_ssimae import SsimAe
     from anomalib_ssimae.data import MVTecAD
 
-    root = _test_set(tmp_path / "data", good, defective)
+    root = _test_set(tmp_path / "data", good, defective is not False, masks=defective is True)
     datamodule = MVTecAD(root=root, category="part", num_workers=0, eval_batch_size=8, val_split_mode="none")
     engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
     model = SsimAe(image_size=[208, 512], visualizer=False)

@@ -175,3 +175,16 @@ def test_checkpoints_load_without_running_code(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="Weights only load failed"):
         SsimDae.load_from_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_cli_checkpoint_path_does_not_run_code(tmp_path: Path) -> None:
+    # `anomalib test --ckpt_path` goes through Engine.test(ckpt_path=...), Lightning's checkpoint connector: the same
+    # weights-only load refuses the checkpoint before anything runs
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, tmp_path / "evil.ckpt")
+    model = SsimDae(image_size=[208, 512], visualizer=False)
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", num_workers=0, seed=42)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        engine.test(model, datamodule=datamodule, ckpt_path=tmp_path / "evil.ckpt")
+    assert not marker.exists()
