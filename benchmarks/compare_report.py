@@ -19,12 +19,11 @@ import datetime
 import importlib.metadata
 import json
 import statistics
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 from compare import NOT_RUN, OURS, TIERS
-from machine import describe
+from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
@@ -50,14 +49,13 @@ BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
 def stamp() -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
     import anomalib_ssimae  # its own version: an editable install's metadata keeps the version it was installed at
 
     versions = ", ".join(
         [f"anomalib-ssimae {anomalib_ssimae.__version__}"]
         + [f"{name} {importlib.metadata.version(name)}" for name in ("anomalib", "lightning")]
     )
-    return f"{datetime.date.today()} · {describe()} · {versions} · commit {commit.stdout.strip() or '?'}"
+    return f"{datetime.date.today()} · {describe()} · {versions} · commit {commit() or '?'}"
 
 
 def load_cells(out: Path, tier: str) -> list[dict]:

@@ -31,7 +31,6 @@ import argparse
 import csv
 import importlib
 import json
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -41,7 +40,7 @@ import yaml
 from anomalib.engine import Engine
 from evaluate import evaluate, load_model
 from lightning.pytorch import Callback
-from machine import describe
+from machine import commit, describe
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = (10_000, 20_000, 50_000, 100_000, 200_000, 300_000, 500_000, 1_000_000, 2_000_000)
@@ -186,13 +185,7 @@ def main() -> None:
         engine.fit(model, datamodule=datamodule)
     stamp = {
         "date": date.today().isoformat(),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
+        "commit": commit(),
         "machine": describe(),
         "dataset": args.dataset,
         "run": name,

@@ -13,8 +13,6 @@ Rows are appended to ``benchmarks/results/defect_types.csv`` (machine, date, com
 from __future__ import annotations
 
 import argparse
-import subprocess
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 from anomalib.metrics.auroc import _AUROC as AUROC
 from convergence import REPO, append
 from evaluate import load, load_model, test_samples
-from machine import describe
+from machine import checkpoint_stamp
 from PIL import Image
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -67,16 +65,7 @@ def main() -> None:
     by_type, rows = measure(model, args.data_root, size)
     good = torch.tensor(by_type["good"]["scores"])
     name = args.name or args.checkpoint.parent.name
-    stamp = {
-        "date": date.today().isoformat(),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "machine": describe(),
-        "dataset": args.data_root.name,
-        "run": name,
-        "checkpoint": args.checkpoint.name,
-    }
+    stamp = checkpoint_stamp(args.checkpoint, args.data_root, name)
     table = []
     for kind, entry in sorted(by_type.items()):
         row = stamp | {"defect_type": kind, "images": len(entry["scores"])}

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe
+from machine import append_markdown, commit, describe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["--config", str(REPO / "configs/model/ssim_ae.yaml"), "--config", str(REPO / "configs/data/quickstart.yaml")]
@@ -70,11 +70,8 @@ def main() -> None:
                 row = train(Path(work) / f"{seed}_{int(ddp)}", args.crops, seed, ddp)
                 rows.append((name, seed, row))
                 print(name, seed, row, flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout
     lines = [
-        f"\n## {datetime.date.today()} · {args.crops:,} crops · {describe()} · commit {commit.strip()}\n",
+        f"\n## {datetime.date.today()} · {args.crops:,} crops · {describe()} · commit {commit()}\n",
         "| run | seed | optimiser steps | wall s | " + " | ".join(SHOWN) + " |",
         "|---|---|---|---|" + "---|" * len(SHOWN),
         *(
@@ -88,10 +85,7 @@ def main() -> None:
             "half. `python benchmarks/distributed.py`.\n"
         ),
     ]
-    if not args.out.exists():
-        args.out.write_text("# Training with Lightning's DDP on CPU (gloo)\n")
-    with args.out.open("a") as handle:
-        handle.write("\n".join(lines))
+    append_markdown(args.out, "Training with Lightning's DDP on CPU (gloo)", lines)
 
 
 if __name__ == "__main__":

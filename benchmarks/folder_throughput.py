@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import openvino as ov
-from machine import describe
+from machine import append_markdown, describe
 
 import anomalib_ssimae
 from anomalib_ssimae.deploy import OpenVinoDetector, predict_folder
@@ -82,14 +82,11 @@ def main() -> None:
         ),
         (
             f"\nTwo requests in flight: {rows[1][3] / rows[0][3]:.2f}x the one-at-a-time loop (reading, inference, "
-            "overlays and records; `python benchmarks/folder_throughput.py`). The THROUGHPUT hint's score changes "
-            "are why the package keeps one stream.\n"
+            "overlays and records; `python benchmarks/folder_throughput.py`). The package keeps one stream: the "
+            "THROUGHPUT hint corrupts outputs when the graph resizes (`openvino_streams.py`).\n"
         ),
     ]
-    if not args.out.exists():
-        args.out.write_text("# Folder prediction throughput (`ssimae-predict`)\n")
-    with args.out.open("a") as handle:
-        handle.write("\n".join(lines))
+    append_markdown(args.out, "Folder prediction throughput (`ssimae-predict`)", lines)
 
 
 if __name__ == "__main__":

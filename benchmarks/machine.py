@@ -1,12 +1,17 @@
-"""One line naming the machine a benchmark ran on (CPU model, cores, relevant instruction-set flags, torch)."""
+"""Where a benchmark result comes from: the machine it ran on (CPU model, cores, relevant instruction-set flags,
+torch), the commit, and the appending of results files."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+from datetime import date
+from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def describe() -> str:
@@ -18,3 +23,31 @@ def describe() -> str:
         f"{model} · {os.cpu_count()} cores · flags {flags} · torch {torch.__version__} · "
         f"Python {platform.python_version()}"
     )
+
+
+def commit() -> str:
+    """The repository's short commit hash (empty outside a git checkout)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def checkpoint_stamp(checkpoint: Path, data_root: Path, name: str | None) -> dict[str, str]:
+    """The provenance columns of a CSV row about one checkpoint scored on one dataset folder; ``name`` defaults to
+    the checkpoint's folder."""
+    return {
+        "date": date.today().isoformat(),
+        "commit": commit(),
+        "machine": describe(),
+        "dataset": data_root.name,
+        "run": name or checkpoint.parent.name,
+        "checkpoint": checkpoint.name,
+    }
+
+
+def append_markdown(path: Path, title: str, lines: list[str]) -> None:
+    """Append ``lines`` (a section) to the Markdown results file ``path``, starting it with ``# title`` if new."""
+    if not path.exists():
+        path.write_text(f"# {title}\n")
+    with path.open("a") as handle:
+        handle.write("\n".join(lines))

@@ -15,15 +15,13 @@ pixel. Rows go to ``benchmarks/results/map_variants.csv`` (machine, date, commit
 from __future__ import annotations
 
 import argparse
-import subprocess
-from datetime import date
 from pathlib import Path
 
 import torch
 from anomalib.metrics.auroc import _AUROC as AUROC
 from convergence import REPO, append
 from evaluate import load, load_model, test_samples
-from machine import describe
+from machine import checkpoint_stamp
 from torchvision.transforms.v2 import functional as TF
 
 from anomalib_ssimae.components.ssim import ssim_map
@@ -98,16 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     model, size = load_model(args.checkpoint)
     model.eval()
-    stamp = {
-        "date": date.today().isoformat(),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "machine": describe(),
-        "dataset": args.data_root.name,
-        "run": args.name or args.checkpoint.parent.name,
-        "checkpoint": args.checkpoint.name,
-    }
+    stamp = checkpoint_stamp(args.checkpoint, args.data_root, args.name)
     append(
         REPO / "benchmarks" / "results" / "map_variants.csv",
         [stamp | row for row in measure(model, args.data_root, size)],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-from machine import describe
+from machine import append_markdown, describe
 from PIL import Image
 
 import anomalib_ssimae
@@ -67,10 +67,7 @@ def main() -> None:
         *(f"| {r} | {j} | {s:.3g} | {m:.3g} |" for r, j, s, m in rows),
         "\nAgainst the package's compilation (LATENCY, one request). `python benchmarks/openvino_streams.py`.\n",
     ]
-    if not args.out.exists():
-        args.out.write_text("# OpenVINO THROUGHPUT hint against one stream: the same outputs?\n")
-    with args.out.open("a") as handle:
-        handle.write("\n".join(lines))
+    append_markdown(args.out, "OpenVINO THROUGHPUT hint against one stream: the same outputs?", lines)
 
 
 if __name__ == "__main__":

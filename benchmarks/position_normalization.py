@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 from datetime import date
 from pathlib import Path
 
 import torch
 from anomalib.metrics.auroc import _AUROC as AUROC
 from evaluate import BAND, distance_to_border, load, load_model, test_samples
-from machine import describe
+from machine import commit, describe
 
 from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator, PositionNormalization
 
@@ -130,10 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.pairs) % 2:
         parser.error("give DATASET CHECKPOINT pairs")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
-    ).stdout.strip()
-    stamp = {"date": date.today().isoformat(), "commit": commit, "machine": describe()}
+    stamp = {"date": date.today().isoformat(), "commit": commit(), "machine": describe()}
     for dataset, checkpoint in zip(args.pairs[::2], args.pairs[1::2], strict=True):
         root = REPO / "datasets" / dataset if (REPO / "datasets" / dataset).is_dir() else args.data_root / dataset
         if not root.is_dir():

@@ -8,12 +8,11 @@ Writes ``benchmarks/results/quickstart_seeds.md`` (machine, date, commit, one ro
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
-from machine import describe
+from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "pixel_F1Score")
 
@@ -31,11 +30,8 @@ def main() -> None:
         values = metrics((run / "stdout.log").read_text())
         wall = int((run / "wall_s").read_text()) if (run / "wall_s").exists() else float("nan")
         rows.append((run.name.removeprefix("seed"), values, wall))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     header = (
-        f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit} · "
+        f"# Quickstart over seeds\n\n`bash benchmarks/quickstart_seeds.sh` · {date.today()} · commit {commit()} · "
         f"{describe()}\n"
     )
     lines = [header, "| seed | " + " | ".join(METRICS) + " | wall (train + test) |", "|---" * (len(METRICS) + 2) + "|"]
