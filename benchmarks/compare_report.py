@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from compare import NOT_RUN, OURS, TIERS
+from compare import GRIDS, NOT_RUN, OURS, TIERS
 from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
@@ -165,7 +165,14 @@ def readme_section(cells: list[dict], tier: str) -> str:
             row.append(text + (f" ({n} seed{'s' * (n > 1)})" if n < len(seeds) else ""))  # fewer seeds than others
         lines.append("| " + " | ".join([*row, ", ".join(map(str, seeds)), CAVEATS.get(dataset, "")]) + " |")
     failed = sum(c["status"] != "ok" for c in cells)
-    lines += ["", f"{failed} failed cell(s), listed in `benchmarks/results/compare/{tier}.md` with their errors.", END]
+    full = GRIDS["full"]
+    done = {(c["model"], c["dataset"], c["seed"]) for c in cells if c["status"] == "ok" and not c.get("pretrained")}
+    total = len(full["models"]) * len(full["datasets"]) * len(full["seeds"])
+    ran = sum((m, d, s) in done for m in full["models"] for d in full["datasets"] for s in full["seeds"])
+    note = (f"{failed} failed cell(s), listed in `benchmarks/results/compare/{tier}.md` with their errors. "
+            f"–: not run yet; {ran} of the full grid's {total} cells have run "
+            f"(`python benchmarks/compare.py run --grid full --tier {tier}` runs the rest).")  # fmt: skip
+    lines += ["", note, END]
     return "\n".join(lines)
 
 

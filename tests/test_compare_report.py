@@ -55,5 +55,6 @@ def test_report_from_cells(tmp_path: Path) -> None:
         "| 42, 43 |" in text
     )  # ours first; a model run on fewer seeds than the row's says so
     assert "1 failed cell(s)" in text
+    assert "3 of the full grid's 180 cells have run" in text  # 10 models x 6 datasets x 3 seeds; no pretrained
     for name in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "roc", "time_vs_pixel_auroc"):
         assert (out / f"short_{name}.png").stat().st_size > 10_000
