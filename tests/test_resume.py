@@ -11,7 +11,7 @@ from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
-from anomalib_ssimae import SsimDae
+from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae
 
 from .helpers import DATASETS
 
@@ -139,6 +139,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     weights = {k: v for k, v in saved["state_dict"].items() if k.startswith("model.network.")}
     assert weights and all(torch.isfinite(v).all() for v in weights.values())
     assert all(torch.isfinite(p).all() for p in model.model.parameters())  # the NaN never reached the weights
+
+
+@pytest.mark.parametrize(("model_class", "precision"), [(SsimAe, "bf16-mixed"), (SsimAeExtended, "32-true")])
+def test_collapsed_training_stops_with_the_cause_named(tmp_path: Path, model_class: type, precision: str) -> None:
+    # the DeepPCB collapse: a blank reconstruction at the end of the sigmoid, which passes (almost) no gradient, so
+    # the network stays a constant image; the run stops after SATURATED_STEPS such steps instead of spending its budget
+    from anomalib_ssimae.models.ssim_ae.lightning_model import SATURATED_STEPS
+
+    # bf16 too: there 1 - 1e-3 rounds to 1.0, so the guard compares in Python floats (a bf16 comparison missed it)
+    model = model_class(crops_per_epoch=8 * 60, batch_size=8, image_size=[208, 512], train_precision=precision,
+                        visualizer=False, seed=42)  # fmt: skip
+    output = model.model.network.output_layer
+    assert isinstance(output, torch.nn.ConvTranspose2d) and output.out_channels == 1  # the conv before the sigmoid
+    with torch.no_grad():
+        output.bias.fill_(1000.0)  # the state the SSIM loss drove DeepPCB into: logits of 30 to 3000
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+                    enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(FloatingPointError, match=rf"collapsed at optimiser step {SATURATED_STEPS - 1} \(epoch 0\)"):
+        engine.fit(model, datamodule=datamodule)
+    assert SATURATED_STEPS == 50
 
 
 def test_maps_are_finite_for_constant_images_and_perfect_reconstructions() -> None:

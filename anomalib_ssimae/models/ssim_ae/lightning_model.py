@@ -53,6 +53,9 @@ from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconst
 from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.visualization import ReconstructionVisualizer
 
+SATURATED_STEPS = 50  # optimiser steps with a blank, saturated reconstruction before training counts as collapsed
+SATURATION = 1e-3
+
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``256`` or ``[208, 512]`` -> ``(height, width)``."""
@@ -243,6 +246,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._images_seen = 0
+        self._saturated_steps = 0  # consecutive optimiser steps without any gradient at the output (collapse)
         self._bf16 = False  # set at fit start from train_precision and the device
         self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
         self._timer: Timer | None = None  # the max_time timer, set at fit start (one process only)
@@ -422,20 +426,53 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 self._stop_non_finite(loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            self._check_saturation(crops, reconstruction.detach())
             if self._schedule is not None:
                 self._schedule.apply(optimizer, self.trainer.global_step)
             optimizer.step()
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
 
-    def _stop_non_finite(self, loss: torch.Tensor) -> None:
-        """Raise :class:`FloatingPointError` naming the step and the checkpoint that stays (issue 10)."""
+    def _kept_checkpoint(self) -> str:
         callback = self.trainer.checkpoint_callback
         last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-        kept = f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
+        return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
+
+    def _check_saturation(self, crops: torch.Tensor, reconstruction: torch.Tensor) -> None:
+        """Stop when the reconstruction of crops that are not flat has been one constant at the end of the output
+        sigmoid (every pixel above ``1 - SATURATION`` or every pixel below ``SATURATION``) for ``SATURATED_STEPS``
+        steps in a row: training collapsed.
+
+        Then (almost) no gradient passes the sigmoid, the network returns a white (or black) image for good, and
+        going on would spend the whole budget on a model that scores at chance. Measured with the SSIM loss on
+        binarised images (DeepPCB, ``benchmarks/collapse.py``): the latent exploded from about 2 to above 700
+        within 25 steps, after 100-225 steps, at peak learning rates 2e-4 (fp32) and 1e-3 (bf16); the L2 loss
+        trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs black-and-white
+        images has both ends, so neither counts. All processes of a DDP run agree before anyone stops.
+        """
+        flat = float(crops.std()) <= SATURATION
+        # compared as Python floats: in bf16, 1 - 1e-3 rounds to 1.0
+        saturated = float(reconstruction.amin()) > 1 - SATURATION or float(reconstruction.amax()) < SATURATION
+        if self.trainer.world_size > 1:
+            saturated = self.trainer.strategy.reduce_boolean_decision(saturated, all=True)
+        if not flat:
+            self._saturated_steps = self._saturated_steps + 1 if saturated else 0
+        if self._saturated_steps >= SATURATED_STEPS:
+            msg = (
+                f"training collapsed at optimiser step {self.trainer.global_step} (epoch "
+                f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was one "
+                "constant at the end of the output sigmoid, so the network returns a blank image and almost no "
+                f"gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen with "
+                "loss: ssim on binarised (black-and-white) images: use loss: l2"
+            )
+            raise FloatingPointError(msg)
+
+    def _stop_non_finite(self, loss: torch.Tensor) -> None:
+        """Raise :class:`FloatingPointError` naming the step and the checkpoint that stays (issue 10)."""
         msg = (
             f"training loss is {loss.item()} at optimiser step {self.trainer.global_step} (epoch "
-            f"{self.trainer.current_epoch}); training stopped before the weights were updated, and {kept}. "
+            f"{self.trainer.current_epoch}); training stopped before the weights were updated, and "
+            f"{self._kept_checkpoint()}. "
             "Lower learning_rate, or use train_precision: 32-true if bf16 overflows"
         )
         raise FloatingPointError(msg)

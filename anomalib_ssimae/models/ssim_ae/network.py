@@ -135,3 +135,8 @@ class SsimAeNetwork(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Reconstruct ``(N, C, P, P)`` patches."""
         return self.decoder(self.encoder(patches))
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """The last convolution, whose sigmoid gives the reconstruction."""
+        return self.decoder[-2]

@@ -1,0 +1,92 @@
+"""Why SSIM-AE collapsed on DeepPCB, and what trains instead: the package's own training (``Engine.fit`` with the
+model and data configs), a few hundred optimiser steps per setting, watching every step.
+
+    python benchmarks/collapse.py [--dataset deeppcb] [--data-root ../shared/datasets] [--steps 400]
+
+Per setting it records, every 25 optimiser steps, the training loss, the spread of the reconstruction over the
+crops, the largest output logit (before the sigmoid) and the mean |latent|. A run stops at ``max_steps`` or when the
+model's collapse guard fires (a blank reconstruction at the end of the sigmoid for 50 steps in a row).
+Writes ``benchmarks/results/collapse.md`` (appends a section per run of this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import yaml
+from anomalib.engine import Engine
+from machine import append_markdown, commit, describe
+
+from anomalib_ssimae import SsimAe
+from anomalib_ssimae.data import MVTecAD
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {  # name -> model init_args over the configs'
+    "configs (ssim loss, cosine 1e-3, bf16 where the CPU has it)": {},
+    "ssim loss, paper's lr 2e-4, fp32": {"learning_rate": 2e-4, "train_precision": "32-true"},
+    "l2 loss (configs otherwise)": {"loss": "l2"},
+}
+EVERY = 25
+
+
+def config_args(dataset: str, root: Path) -> tuple[dict, dict]:
+    model = yaml.safe_load((REPO / "configs/model/ssim_ae.yaml").read_text())["model"]["init_args"]
+    data = yaml.safe_load((REPO / f"configs/data/{dataset}.yaml").read_text())
+    model |= data["model"]["init_args"]
+    return model, data["data"]["init_args"] | {"root": str(root), "num_workers": 0}
+
+
+def run(dataset: str, root: Path, steps: int, overrides: dict) -> dict:
+    model_args, data_args = config_args(dataset, root)
+    model = SsimAe(**(model_args | overrides), visualizer=False)
+    trace: list[dict] = []
+    state: dict = {}
+    network = model.model.network
+    network.encoder.register_forward_hook(lambda m, i, o: state.update(z=o.detach().float().abs().mean().item()))
+    network.output_layer.register_forward_hook(lambda m, i, o: state.update(logit=o.detach().float().max().item()))
+
+    def after_loss(module: torch.nn.Module, inputs: tuple, loss: torch.Tensor) -> None:
+        step = len(state.setdefault("losses", []))
+        state["losses"].append(loss.item())
+        if step % EVERY == 0:
+            reconstruction = inputs[1].detach().float()
+            trace.append({"step": step, "loss": loss.item(), "rec_std": reconstruction.std().item(),
+                          "logit_max": state["logit"], "z_abs": state["z"]})  # fmt: skip
+
+    model.loss.register_forward_hook(after_loss)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=5, max_steps=steps,
+                    limit_val_batches=0, enable_progress_bar=False,
+                    default_root_dir=REPO / "results" / "collapse")  # fmt: skip
+    start = time.perf_counter()
+    try:
+        engine.fit(model, datamodule=MVTecAD(**data_args))
+        outcome = f"trained {len(state['losses'])} steps"
+    except FloatingPointError as error:
+        outcome = "collapsed: " + str(error).split(":")[0]
+    return {"outcome": outcome, "seconds": time.perf_counter() - start, "trace": trace}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="deeppcb")
+    parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--steps", type=int, default=400)
+    args = parser.parse_args()
+    lines = ["", f"## {args.dataset}, {date.today().isoformat()}", "", f"{describe()} · commit {commit()}", ""]
+    for name, overrides in SETTINGS.items():
+        result = run(args.dataset, args.data_root, args.steps, overrides)
+        print(name, result["outcome"], flush=True)
+        lines += [f"### {name}: {result['outcome']} ({result['seconds']:.0f} s)", "",
+                  "| step | loss | reconstruction sd | max output logit | mean abs latent |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {t['step']} | {t['loss']:.4f} | {t['rec_std']:.4f} | {t['logit_max']:.3g} | {t['z_abs']:.3g} |"
+                  for t in result["trace"]]  # fmt: skip
+        lines.append("")
+    append_markdown(REPO / "benchmarks" / "results" / "collapse.md", "Training collapse on binarised images", lines)
+
+
+if __name__ == "__main__":
+    main()
