@@ -25,7 +25,7 @@ MODELS = {
 # dataset config: (input size (height, width), in_channels, latent_dim, max_epochs); paper §5: textures and surfaces
 # gray with d = 100, parts d = 500
 DATASETS = {
-    "mvtec_ad_grid_mini": ((256, 256), 1, 100, 10),
+    "mvtec_ad_grid_mini": ((256, 256), 1, 100, 30),
     "magnetic_tile": ((256, 256), 1, 100, 30),
     "bsdata_pitting": ((208, 512), 1, 100, 30),
     "mvtec3d_tire": ((320, 240), 3, 500, 30),
