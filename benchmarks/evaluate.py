@@ -11,7 +11,10 @@ things from the same reconstructions, so that choices can be compared on identic
   mean of the top-k pixels);
 - ``val_loss``: the training loss (SSIM, Eq. 7) on the tiled patches of the defect-free test images.
 
-    python benchmarks/evaluate.py CHECKPOINT [--data-root DIR]
+    python benchmarks/evaluate.py CHECKPOINT --data-root DIR [--set residual=l2 score_sigma=0 ...]
+
+``--set`` changes the model's map and score settings (``residual``, ``score``, ``score_sigma``, ``score_fraction``)
+before scoring: the "model" entry then shows what a config with those settings gives on the same network.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import re
 from pathlib import Path
 
 import torch
+import yaml
 from anomalib.metrics.aupro import _AUPRO as AUPRO
 from anomalib.metrics.auroc import _AUROC as AUROC
 from PIL import Image
@@ -195,13 +199,19 @@ def score_name(model: torch.nn.Module) -> str:
     return "mean" if generator.score == "mean" else f"top{generator.score_fraction:g}_mean"
 
 
-def load_model(checkpoint: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
-    """The torch model and image size of a checkpoint written by ``convergence.py`` or ``anomalib train``."""
+MAP_SETTINGS = ("residual", "score", "score_sigma", "score_fraction")
+
+
+def load_model(checkpoint: Path, overrides: dict | None = None) -> tuple[torch.nn.Module, tuple[int, int]]:
+    """The torch model and image size of a checkpoint written by ``convergence.py`` or ``anomalib train``, with
+    ``overrides`` of its map and score settings (:data:`MAP_SETTINGS`)."""
     from anomalib_ssimae.models import SsimAe
 
+    if set(overrides or {}) - set(MAP_SETTINGS):
+        raise SystemExit(f"--set takes only {', '.join(MAP_SETTINGS)}, got {', '.join(overrides)}")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     module_class = state.get("module_class", SsimAe)
-    hparams = dict(state["hyper_parameters"])
+    hparams = dict(state["hyper_parameters"]) | (overrides or {})
     hparams.pop("seed", None)
     module = module_class(**{**hparams, "seed": None}, visualizer=False)
     weights = {k: v for k, v in state["state_dict"].items() if k.startswith("model.")}
@@ -213,8 +223,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data-root", type=Path, required=True, help="the dataset folder (MVTec layout)")
+    parser.add_argument("--set", nargs="*", default=[], help=f"map settings key=value ({', '.join(MAP_SETTINGS)})")
     args = parser.parse_args()
-    model, size = load_model(args.checkpoint)
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    model, size = load_model(args.checkpoint, overrides)
     print(json.dumps(evaluate(model, args.data_root, size), indent=1))
 
 

@@ -47,6 +47,8 @@ DATA_KEYS = {
 }
 # surfaces that fill the frame at fixed positions get the position normalisation; parts and resized crops do not
 POSITION_NORMALIZED = {"quickstart", "bsdata_pitting", "mvtec_ad_grid_mini"}
+# loss and map settings a dataset overrides (binarised PCB images: the SSIM loss collapses; defects of a few pixels)
+MAP_OVERRIDES = {"deeppcb": {"loss": "l2", "residual": "l2", "score_sigma": 0.0}}
 
 
 def load(*configs: Path) -> AnomalibCLI:
@@ -86,7 +88,7 @@ def test_data_configs_hold_only_dataset_settings(name: str) -> None:
     config = yaml.safe_load(text)
     assert set(config) == {"model", "data", "trainer"}
     assert config["model"] == {"init_args": config["model"]["init_args"]}  # no class_path: merges into the model's
-    assert set(config["model"]["init_args"]) == DATA_KEYS
+    assert set(config["model"]["init_args"]) == DATA_KEYS | set(MAP_OVERRIDES.get(name, {}))
     # lists are replaced by a later --config, not appended: logger and callbacks belong to the model configs
     assert not any(isinstance(value, list) for value in config["trainer"].values())
     assert f"# anomalib train --config configs/model/ssim_ae.yaml --config configs/data/{name}.yaml" in text
@@ -105,6 +107,8 @@ def test_every_pair_loads_through_the_cli(model: str, data: str) -> None:
     assert hparams.network == ("extended" if "extended" in model else "ssim_ae")
     assert hparams.position_normalization == (data in POSITION_NORMALIZED)
     assert (cli.model.model.anomaly_map_generator.position is not None) == (data in POSITION_NORMALIZED)
+    defaults = {"loss": "ssim", "residual": "ssim", "score_sigma": 16.0}
+    assert {key: hparams[key] for key in defaults} == defaults | MAP_OVERRIDES.get(data, {})
     assert hparams.seed == 42  # reproducible weights, data order and crops (the CLI ignores seed_everything)
     assert (hparams.learning_rate, hparams.lr_schedule, hparams.batch_size) == (1e-3, "cosine", 16)  # model half
     trainer = cli.config.train.trainer

@@ -112,3 +112,17 @@ def test_separable_blur_equals_anomalibs_gaussian_blur(sigma: float) -> None:
     maps = torch.rand(2, 1, 208, 160, generator=torch.Generator().manual_seed(0))
     expected = GaussianBlur2d(sigma=sigma, channels=1)(maps)
     assert (SeparableGaussianBlur(sigma)(maps) - expected).abs().max() < 5e-5  # float32 sums of up to 129^2 terms
+
+
+def test_score_sigma_zero_scores_the_maximum_of_the_map_itself() -> None:
+    # DeepPCB's defects are a few pixels: its config scores the raw maximum (score_sigma: 0)
+    from anomalib_ssimae.models.ssim_ae.anomaly_map import SeparableGaussianBlur
+
+    maps = torch.rand(2, 1, 64, 48, generator=torch.Generator().manual_seed(0))
+    maps[1, 0, 0, 47] = 3.0  # a one-pixel peak in a corner
+    assert torch.equal(SeparableGaussianBlur(0.0)(maps), maps)
+    scores = AnomalyMapGenerator(residual="l2", score_sigma=0.0).image_score(maps)
+    assert torch.equal(scores, maps.amax(dim=(1, 2, 3))) and scores[1] == 3.0
+    assert AnomalyMapGenerator(score_sigma=4.0).image_score(maps)[1] < 1.0  # smoothed, the peak drowns in the noise
+    with pytest.raises(ValueError, match="score_sigma must be >= 0, got -1"):
+        SeparableGaussianBlur(-1.0)

@@ -53,17 +53,19 @@ class SeparableGaussianBlur(nn.Module):
     convolution cost 129 x 129 multiplications per pixel at sigma 16 (about 0.3 s for a 512 x 208 map on a CPU
     core); two 1-D passes cost 2 x 129. The kernel is derived from ``sigma``, so it is not saved in checkpoints.
 
+    ``sigma`` 0 leaves the map as it is (a one-tap kernel of 1).
+
     Raises:
-        ValueError: if ``sigma`` is not positive.
+        ValueError: if ``sigma`` is negative.
     """
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        if sigma <= 0:
-            msg = f"score_sigma must be > 0, got {sigma}"
+        if sigma < 0:
+            msg = f"score_sigma must be >= 0, got {sigma}"
             raise ValueError(msg)
         radius = int(4 * sigma + 0.5)
-        taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
+        taps = torch.ones(1) if sigma == 0 else torch.exp(-(torch.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
         self.register_buffer("kernel", taps / taps.sum(), persistent=False)
         self.radius = radius
 
@@ -139,7 +141,8 @@ class AnomalyMapGenerator(nn.Module):
             ``score_sigma`` px (a defect-sized region rather than one noisy pixel); ``"mean"``, the mean of the map;
             ``"top_mean"``, the mean of the highest ``score_fraction`` of its pixels.
         score_sigma: Gaussian sigma in pixels for ``"max"`` (default 16: the best image AUROC over the datasets
-            compared in ``benchmarks/results/image_scores.md``).
+            compared in ``benchmarks/results/image_scores.md``); 0 takes the maximum of the map itself, for defects
+            of a few pixels (DeepPCB's pin-holes and spurs).
         score_fraction: fraction of pixels in (0, 1] for ``"top_mean"``.
         position_normalization: ``(height, width)`` of the maps to add a :class:`PositionNormalization` (applied
             before the score), or ``None`` for the plain residual (the papers' map).

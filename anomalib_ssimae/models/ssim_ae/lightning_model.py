@@ -86,7 +86,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             pixels, ``"mean"``, or ``"top_mean"`` (mean of the highest ``score_fraction`` of pixels); see
             :class:`~anomalib_ssimae.models.ssim_ae.anomaly_map.AnomalyMapGenerator`.
         score_sigma: Gaussian sigma in pixels for ``score: max``. The default 16 had the best image AUROC across the
-            datasets compared (``benchmarks/results/image_scores.md``; sigma 4, used before, scored the border band).
+            datasets compared (``benchmarks/results/image_scores.md``; sigma 4, used before, scored the border band);
+            0 takes the maximum of the map itself (DeepPCB's defects of a few pixels).
         score_fraction: fraction of pixels for ``score: top_mean``.
         position_normalization: divide the anomaly map by the residual that defect-free training images show at
             each position, re-estimated from up to ``position_images`` training images at the start of every
