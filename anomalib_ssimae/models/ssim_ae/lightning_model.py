@@ -247,7 +247,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._images_seen = 0
-        self._saturated_steps = 0  # consecutive optimiser steps without any gradient at the output (collapse)
+        self._saturated_steps = 0  # consecutive optimiser steps with a blank, saturated reconstruction (collapse)
         self._bf16 = False  # set at fit start from train_precision and the device
         self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
         self._timer: Timer | None = None  # the max_time timer, set at fit start (one process only)
