@@ -46,6 +46,12 @@ PUBLISHED = {
     ("Cflow", "Wide ResNet-50"): {"grid": (0.962, 0.968), "hazelnut": (1.000, 0.990)},
 }
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+MARGIN_METRICS = (("pixel AUROC", "pixel_AUROC"), ("AUPRO", "pixel_AUPRO"), ("image AUROC", "image_AUROC"))
+MARGIN_NOTE = (
+    "Where our variants win and lose: the best of ours against the best from-scratch peer, means over seeds; "
+    '"win" or "loss" only where the gap exceeds the two standard deviations together, "(1 seed)" where '
+    "either side has no spread to judge by."
+)
 
 
 def stamp() -> str:
@@ -84,7 +90,7 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float,
     summary = {}
     for key, runs in groups.items():
         summary[key] = {}
-        for metric in (*METRICS, "train_s", "test_ms_per_image", "peak_rss_mb"):
+        for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb"):
             values = [run[metric] for run in runs if run.get(metric) is not None]
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -117,17 +123,18 @@ def markdown(cells: list[dict], tier: str) -> str:
         floor = f1max_floor(cells, dataset)
         floor_text = f" Image F1Max of calling every image defective: {floor:.3f}." if floor is not None else ""
         lines += [f"## {dataset}", "", f"Caveat: {CAVEATS.get(dataset, '')}.{floor_text}", ""]
-        lines += [("| model | image AUROC | pixel AUROC | AUPRO | image F1Max | paper AUROC | train s | ms/image | "
-                  "peak RSS MB |"), "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [("| model | image AUROC | pixel AUROC | AUPRO | image F1Max | paper AUROC | train s | steps | "
+                  "ms/image | peak RSS MB |"), "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for model in models:
             entry = summary.get((model, dataset))
             if entry is None:
                 continue
             n = entry["image_AUROC"][2] if "image_AUROC" in entry else 0
             row = [f"{model} ({n})", *(cell_text(entry.get(m)) for m in METRICS)]
-            row += [cell_text(entry.get(m), 0) for m in ("train_s", "test_ms_per_image", "peak_rss_mb")]
+            row += [cell_text(entry.get(m), 0) for m in ("train_s", "steps", "test_ms_per_image", "peak_rss_mb")]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    lines += ["## Wins and losses", "", MARGIN_NOTE, "", *margins(cells), ""]
     failures = [c for c in cells if c["status"] != "ok"]
     lines += ["## Failures", ""]
     lines += [f"- {c['dataset']} / {c['model']} / seed {c['seed']}: {c.get('error', '?')}" for c in failures] or [
@@ -141,6 +148,41 @@ def markdown(cells: list[dict], tier: str) -> str:
         pairs = [" / ".join("–" if v is None else f"{v:.3f}" for v in values[c]) for c in ("grid", "hazelnut")]
         lines.append(f"| {model} | {backbone} | {pairs[0]} | {pairs[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def margins(cells: list[dict]) -> list[str]:
+    """Per dataset and metric: the best of our variants against the best from-scratch peer (means over seeds).
+
+    The verdict is "win" or "loss" when the gap exceeds the sum of the two standard deviations, "within spread" when
+    it does not, and "(1 seed)" marks a gap with no spread to judge it by. Pretrained peers are left out: they saw
+    ImageNet, ours did not.
+    """
+    summary = summarise(cells)
+    models, datasets = order(cells)
+    peers = [m for m in models if m not in OURS and "(pretrained)" not in m]
+    lines = ["| dataset | " + " | ".join(f"{name}: best of ours vs best peer" for name, _ in MARGIN_METRICS) + " |",
+             "|---|" + "---|" * len(MARGIN_METRICS)]  # fmt: skip
+    for dataset in datasets:
+        row = [dataset]
+        for _, metric in MARGIN_METRICS:
+            best = {}
+            for side, names in (("ours", OURS), ("peer", peers)):
+                entries = [(summary[m, dataset][metric], m) for m in names if metric in summary.get((m, dataset), {})]
+                best[side] = max(entries, default=None, key=lambda e: e[0][0])
+            if best["ours"] is None or best["peer"] is None:
+                row.append("–")
+                continue
+            (ours, ours_sd, ours_n), ours_name = best["ours"]
+            (peer, peer_sd, peer_n), peer_name = best["peer"]
+            gap = ours - peer
+            if min(ours_n, peer_n) < 2:
+                verdict = "(1 seed)"
+            else:
+                verdict = "within spread" if abs(gap) <= ours_sd + peer_sd else "win" if gap > 0 else "loss"
+            shown = round(gap, 2) + 0.0  # + 0.0: "+0.00", never "-0.00"
+            row.append(f"{ours_name} {ours:.2f} vs {peer_name} {peer:.2f}: {shown:+.2f} {verdict}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def readme_section(cells: list[dict], tier: str) -> str:
@@ -172,7 +214,7 @@ def readme_section(cells: list[dict], tier: str) -> str:
     note = (f"{failed} failed cell(s), listed in `benchmarks/results/compare/{tier}.md` with their errors. "
             f"–: not run yet; {ran} of the full grid's {total} cells have run "
             f"(`python benchmarks/compare.py run --grid full --tier {tier}` runs the rest).")  # fmt: skip
-    lines += ["", note, END]
+    lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
     return "\n".join(lines)
 
 
@@ -187,7 +229,7 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     models, datasets = order(cells)
     written = []
     for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(datasets), 4))
+        fig, ax = plt.subplots(figsize=(3.4 + 1.3 * len(datasets), 4))
         width = 0.8 / max(len(models), 1)
         for i, model in enumerate(models):
             entries = [summary.get((model, d), {}).get(metric) for d in datasets]
@@ -197,7 +239,7 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}, {tier} tier ({TIERS[tier]} s), mean ± sd over seeds", fontsize=9)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
         fig.text(0.01, 0.01, stamp(), fontsize=5)
         written.append(out / f"{tier}_{metric}.png")
         fig.tight_layout()

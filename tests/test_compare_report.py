@@ -11,7 +11,7 @@ from .helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from compare import cell_path, write_json
-from compare_report import BEGIN, END, report
+from compare_report import BEGIN, END, margins, report
 
 
 def cell(model: str, seed: int, image: float, pixel: float, **extra: object) -> dict:
@@ -54,7 +54,26 @@ def test_report_from_cells(tmp_path: Path) -> None:
         "| mvtec_ad_grid_mini | 0.92 ± 0.03 / 0.85 ± 0.07 | failed | 0.70 / 0.58 (1 seed) | 0.95 / 0.90 (1 seed) "
         "| 42, 43 |" in text
     )  # ours first; a model run on fewer seeds than the row's says so
+    assert "| mvtec_ad_grid_mini | ssim_ae 0.92 vs Padim 0.70: +0.22 (1 seed) |" in text  # not the pretrained 0.95
     assert "1 failed cell(s)" in text
     assert "3 of the full grid's 180 cells have run" in text  # 10 models x 6 datasets x 3 seeds; no pretrained
     for name in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "roc", "time_vs_pixel_auroc"):
         assert (out / f"short_{name}.png").stat().st_size > 10_000
+
+
+def test_margins_judge_gaps_by_spread() -> None:
+    """Best of ours against the best from-scratch peer: a loss, a tie within spread and a win, on hand-set values."""
+    cells = [
+        cell("ssim_ae", 42, 0.8, 0.90), cell("ssim_ae", 43, 0.9, 0.94),  # pixel 0.92 ± 0.028, image 0.85 ± 0.071
+        cell("ssim_dae", 42, 0.5, 0.80), cell("ssim_dae", 43, 0.5, 0.80),  # worse than ssim_ae: not the "best of ours"
+        cell("Fastflow", 42, 0.6, 0.99), cell("Fastflow", 43, 0.6, 0.99),  # pixel 0.99 ± 0: gap -0.07 > 0.028
+        cell("Padim", 42, 1.0, 1.0, pretrained=True),  # pretrained: left out
+    ]  # fmt: skip
+    for c in cells:
+        c["label"] = c["model"] + (" (pretrained)" if c["pretrained"] else "")
+    header, rule, row = margins(cells)
+    assert header.startswith("| dataset | pixel AUROC: best of ours vs best peer |") and rule.startswith("|---|")
+    assert row == (
+        "| mvtec_ad_grid_mini | ssim_ae 0.92 vs Fastflow 0.99: -0.07 loss "
+        "| ssim_ae 0.50 vs Fastflow 0.50: +0.00 within spread | ssim_ae 0.85 vs Fastflow 0.60: +0.25 win |"
+    )
