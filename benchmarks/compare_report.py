@@ -90,7 +90,7 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float,
     summary = {}
     for key, runs in groups.items():
         summary[key] = {}
-        for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb"):
+        for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb", "parameters"):
             values = [run[metric] for run in runs if run.get(metric) is not None]
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -124,7 +124,7 @@ def markdown(cells: list[dict], tier: str) -> str:
         floor_text = f" Image F1Max of calling every image defective: {floor:.3f}." if floor is not None else ""
         lines += [f"## {dataset}", "", f"Caveat: {CAVEATS.get(dataset, '')}.{floor_text}", ""]
         lines += [("| model | image AUROC | pixel AUROC | AUPRO | image F1Max | paper AUROC | train s | steps | "
-                  "ms/image | peak RSS MB |"), "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "ms/image | peak RSS MB | parameters |"), "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for model in models:
             entry = summary.get((model, dataset))
             if entry is None:
@@ -132,6 +132,7 @@ def markdown(cells: list[dict], tier: str) -> str:
             n = entry["image_AUROC"][2] if "image_AUROC" in entry else 0
             row = [f"{model} ({n})", *(cell_text(entry.get(m)) for m in METRICS)]
             row += [cell_text(entry.get(m), 0) for m in ("train_s", "steps", "test_ms_per_image", "peak_rss_mb")]
+            row.append(f"{entry['parameters'][0] / 1e6:.2f} M" if "parameters" in entry else "–")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines += ["## Wins and losses", "", MARGIN_NOTE, "", *margins(cells), ""]

@@ -17,7 +17,7 @@ from compare_report import BEGIN, END, margins, report
 def cell(model: str, seed: int, image: float, pixel: float, **extra: object) -> dict:
     return {"model": model, "dataset": "mvtec_ad_grid_mini", "seed": seed, "tier": "short", "status": "ok",
             "pretrained": False, "image_AUROC": image, "pixel_AUROC": pixel, "pixel_AUPRO": 0.5, "image_F1Max": 0.9,
-            "train_s": 180.0, "test_ms_per_image": 50.0, "peak_rss_mb": 1500, "parameters": 10,
+            "train_s": 180.0, "test_ms_per_image": 50.0, "peak_rss_mb": 1500, "parameters": 2_345_678,
             "scores": [0.1, 0.9, 0.8, 0.2], "labels": [0, 1, 1, 0], **extra}  # fmt: skip
 
 
@@ -44,6 +44,7 @@ def test_report_from_cells(tmp_path: Path) -> None:
     table = (out / "short.md").read_text()
     assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 |" in table  # mean ± sample sd of two seeds
     assert "| Padim (1) | 0.576 | 0.697 |" in table
+    assert table.count("| 1500 | 2.35 M |") == 2 and "| 1500 ± 0 | 2.35 M |" in table  # peak RSS MB, parameters
     assert "| Padim (pretrained) (1) | 0.900 | 0.950 |" in table
     assert "mvtec_ad_grid_mini / Cflow / seed 42: RuntimeError: out of memory" in table
     assert "every image defective: 0.667." in table  # F1Max floor: 2 of 4 images defective, 2p / (1 + p)
