@@ -27,7 +27,8 @@ from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
-           "test_images", *METRICS, "train_s", "test_ms_per_image", "peak_rss_mb", "parameters", "error")  # fmt: skip
+           "test_images", *METRICS, "train_s", "test_wall_s", "test_ms_per_image", "peak_rss_mb", "parameters",
+           "error")  # fmt: skip
 CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
     "hazelnut_toy": "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test)",
@@ -115,6 +116,10 @@ def markdown(cells: list[dict], tier: str) -> str:
     summary = summarise(cells)
     models, datasets = order(cells)
     lines = [f"# Comparison, {tier} tier ({TIERS[tier]} s of training for models that train)", "", stamp(), ""]
+    ok = [c for c in cells if c["status"] == "ok"]
+    hours = sum(c["train_s"] + c.get("test_wall_s", 0) for c in ok) / 3600
+    lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing on this machine (process start-up not counted).",
+              ""]  # fmt: skip
     lines += [("Mean ± standard deviation over seeds (seeds in brackets; one seed: no spread); raw scores, every "
                "test image. ImageNet backbones `pre_trained: false` unless marked (pretrained). Our variants run at "
                "their data config's image size, anomalib's models at 256 x 256; pixel metrics at each model's size."),

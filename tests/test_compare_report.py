@@ -44,6 +44,7 @@ def test_report_from_cells(tmp_path: Path) -> None:
     table = (out / "short.md").read_text()
     assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 |" in table  # mean ± sample sd of two seeds
     assert "| Padim (1) | 0.576 | 0.697 |" in table
+    assert "4 cells: 0.2 h of training and testing" in table  # 4 x 180 s; the failed cell has no time
     assert table.count("| 1500 | 2.35 M |") == 2 and "| 1500 ± 0 | 2.35 M |" in table  # peak RSS MB, parameters
     assert "| Padim (pretrained) (1) | 0.900 | 0.950 |" in table
     assert "mvtec_ad_grid_mini / Cflow / seed 42: RuntimeError: out of memory" in table
