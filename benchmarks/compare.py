@@ -24,8 +24,8 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   (Rádli & Czúni 2021 §4, :class:`~anomalib_ssimae.metrics.PaperProtocolAUROC`) on the 1 - SSIM residual;
 - budget: models that train get the same wall-clock cap (``max_time``; short 300 s, long 1200 s). Our variants run
   the recipe of their configs, with the cosine schedule fitted to the cap. The memory-bank models make their one
-  pass; PatchCore uses at most 100 training images (its coreset search over all 400 magnetic_tile images takes
-  about 11 min);
+  pass (their short-tier cell serves every tier); PatchCore uses at most 100 training images (its coreset search
+  over all 400 magnetic_tile images takes about 11 min);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -87,6 +87,12 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load
 def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrained: bool = False) -> Path:
     """Pretrained cells in their own folder: a run with ``--hf-cache`` neither skips nor replaces from-scratch cells."""
     return out / "cells" / tier / dataset / (f"{model}-pretrained" if pretrained else model) / f"seed{seed}.json"
+
+
+def cell_tier(model: str, tier: str) -> str:
+    """The tier a cell is run and stored under: the one-pass models (PaDiM, PatchCore, DFM) have no training budget,
+    so their short-tier cell serves every tier (a long-tier grid neither reruns nor duplicates them)."""
+    return tier if model in OURS or PEERS[model][2] else "short"
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -283,8 +289,9 @@ def run_grid(args: argparse.Namespace) -> int:
     failed = []
     for index, (dataset, model, seed) in enumerate(cells, 1):
         pretrained = bool(args.hf_cache) and model in PEERS
-        path = cell_path(args.out, args.tier, dataset, model, seed, pretrained)
-        name = f"{model} (pretrained)" if pretrained else model
+        tier = cell_tier(model, args.tier)
+        path = cell_path(args.out, tier, dataset, model, seed, pretrained)
+        name = (f"{model} (pretrained)" if pretrained else model) + (f" ({tier} tier)" if tier != args.tier else "")
         if path.exists():
             status = json.loads(path.read_text()).get("status")
             if status == "ok" or not args.rerun_failed:
@@ -294,14 +301,14 @@ def run_grid(args: argparse.Namespace) -> int:
         path.unlink(missing_ok=True)  # a failed record being retried
         log = path.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, __file__, "cell", model, dataset, str(seed), args.tier]
+        command = [sys.executable, __file__, "cell", model, dataset, str(seed), tier]
         command += ["--data-root", str(args.data_root), "--out", str(args.out)]
         command += ["--hf-cache", str(args.hf_cache)] if args.hf_cache else []
         start = time.time()
         with log.open("w") as handle:
             try:
                 code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False,
-                                      timeout=TIERS[args.tier] + 1800).returncode  # fmt: skip
+                                      timeout=TIERS[tier] + 1800).returncode  # fmt: skip
             except subprocess.TimeoutExpired:
                 code = "timeout"
         if not path.exists():  # the cell died before writing its record
@@ -309,7 +316,7 @@ def run_grid(args: argparse.Namespace) -> int:
             error = next(
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
             )
-            write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": args.tier,
+            write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": tier,
                               "pretrained": pretrained, "status": "failed", "error": error.strip(), "exit_code": code,
                               "log": log.name})  # fmt: skip
             failed.append(f"{dataset} {name} seed {seed}: {error.strip()}")

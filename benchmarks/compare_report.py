@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from compare import GRIDS, NOT_RUN, OURS, TIERS
+from compare import GRIDS, NOT_RUN, OURS, TIERS, cell_tier
 from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
@@ -66,8 +66,15 @@ def stamp() -> str:
 
 
 def load_cells(out: Path, tier: str) -> list[dict]:
-    """The cells' records; ``label`` is the model, marked when its backbone was pretrained (never mixed)."""
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells" / tier).glob("*/*/seed*.json"))]
+    """The cells' records; ``label`` is the model, marked when its backbone was pretrained (never mixed).
+
+    The one-pass models' cells are the short tier's in every tier (:func:`compare.cell_tier`)."""
+    paths = sorted((out / "cells" / tier).glob("*/*/seed*.json"))
+    if tier != "short":
+        one_pass = (p for p in (out / "cells/short").glob("*/*/seed*.json")
+                    if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == "short")  # fmt: skip
+        paths += sorted(one_pass)
+    cells = [json.loads(p.read_text()) for p in paths]
     for cell in cells:
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
     return cells
@@ -116,6 +123,11 @@ def markdown(cells: list[dict], tier: str) -> str:
     summary = summarise(cells)
     models, datasets = order(cells)
     lines = [f"# Comparison, {tier} tier ({TIERS[tier]} s of training for models that train)", "", stamp(), ""]
+    if tier != "short":
+        lines += [
+            "The one-pass models (PaDiM, PatchCore, DFM) have no training budget: their rows are the short tier's.",
+            "",
+        ]
     ok = [c for c in cells if c["status"] == "ok"]
     hours = sum(c["train_s"] + c.get("test_wall_s", 0) for c in ok) / 3600
     lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing on this machine (process start-up not counted).",

@@ -79,3 +79,23 @@ def test_margins_judge_gaps_by_spread() -> None:
         "| mvtec_ad_grid_mini | ssim_ae 0.92 vs Fastflow 0.99: -0.07 loss "
         "| ssim_ae 0.50 vs Fastflow 0.50: +0.00 within spread | ssim_ae 0.85 vs Fastflow 0.60: +0.25 win |"
     )
+
+
+def test_one_pass_models_serve_every_tier(tmp_path: Path) -> None:
+    """A long-tier grid neither reruns PaDiM (no training budget) nor mixes short-tier training into its table."""
+    from compare import main
+
+    out = tmp_path / "compare"
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42), cell("Padim", 42, 0.576, 0.697))
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42), cell("ssim_ae", 42, 0.8, 0.90))
+    long = cell("ssim_ae", 42, 0.9, 0.95, tier="long", train_s=1200.0)
+    write_json(cell_path(out, "long", "mvtec_ad_grid_mini", "ssim_ae", 42), long)
+    args = ["--tier", "long", "--models", "Padim", "ssim_ae", "--datasets", "mvtec_ad_grid_mini", "--seeds", "42"]
+
+    assert main(["run", *args, "--out", str(out)]) == 0  # both cells found: nothing runs
+    assert not (out / "cells/long/mvtec_ad_grid_mini/Padim").exists()
+    assert report(out, "long", None) == 0
+    table = (out / "long.md").read_text()
+    assert "| Padim (1) | 0.576 | 0.697 |" in table and "| ssim_ae (1) | 0.900 | 0.950 |" in table
+    assert "| ssim_ae (1) | 0.800 |" not in table  # the short tier's training run stays in the short table
+    assert "2 cells: 0.4 h" in table  # 1200 s + 180 s
