@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -92,7 +93,7 @@ def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrai
 def cell_tier(model: str, tier: str) -> str:
     """The tier a cell is run and stored under: the one-pass models (PaDiM, PatchCore, DFM) have no training budget,
     so their short-tier cell serves every tier (a long-tier grid neither reruns nor duplicates them)."""
-    return tier if model in OURS or PEERS[model][2] else "short"
+    return "short" if model in PEERS and not PEERS[model][2] else tier
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -101,6 +102,21 @@ def write_json(path: Path, record: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
+
+
+def read_cell(path: Path) -> dict:
+    """A cell's record; one that cannot be read (cut short, edited by hand) is a failed cell that names its file."""
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not {"model", "dataset", "seed", "status"} <= record.keys():
+            raise ValueError("not a cell record: model, dataset, seed or status missing")
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
+        *_, dataset, model, _ = path.parts
+        seed = path.stem.removeprefix("seed")
+        record = {"model": model.removesuffix("-pretrained"), "dataset": dataset,
+                  "seed": int(seed) if seed.isdigit() else seed, "pretrained": model.endswith("-pretrained"),
+                  "status": "failed", "error": f"unreadable cell record {path}: {error}"}  # fmt: skip
+    return record
 
 
 def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
@@ -118,7 +134,7 @@ def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
         raise RuntimeError(msg)
     cache = cache.expanduser().resolve()
     if not cache.is_dir():
-        raise FileNotFoundError(f"--hf-cache {cache}: no such folder")
+        raise FileNotFoundError(f"--hf-cache {cache}: {'not a folder' if cache.exists() else 'no such folder'}")
     os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")  # never the network, never another cache
     os.environ.pop("TIMM_USE_OLD_CACHE", None)  # it would make timm prefer torch.hub's cache to the hub's
     from huggingface_hub import try_to_load_from_cache
@@ -156,6 +172,15 @@ def _our_model(name: str, dataset: str, seed: int, post_processor, evaluator):
     model_class = getattr(importlib.import_module(module), cls)
     model = model_class(**init, post_processor=post_processor, evaluator=evaluator, visualizer=False)
     return model, data_cfg["data"]["init_args"]["train_batch_size"], data_cfg["data"]["init_args"]["eval_batch_size"]
+
+
+def check_split(datamodule, folder: Path) -> None:
+    """Fail before training, not after the budget: the metrics need good and defective test images and masks."""
+    labels = frozenset(datamodule.test_data.samples.label_index.tolist())
+    if labels != {0, 1}:
+        have = {frozenset(): "no", frozenset({0}): "only good", frozenset({1}): "only defective"}[labels]
+        msg = f"{folder / 'test'}: {have} test images; image and pixel AUROC need both good and defective ones"
+        raise ValueError(msg)
 
 
 def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Path, pretrained: bool) -> dict:
@@ -226,6 +251,7 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
         seed=seed,
     )
     datamodule.setup(TrainerFn.FITTING)
+    check_split(datamodule, data_root / dataset)
     n_train = len(datamodule.train_data)
     if model_name == "Patchcore" and n_train > PATCHCORE_MAX_TRAIN:
         keep = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:PATCHCORE_MAX_TRAIN]
@@ -280,11 +306,39 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
+def run_child(command: list[str], log, timeout: float) -> int | str:
+    """Run a cell's process; if this runner is stopped (SIGTERM, Ctrl-C) or the cell overruns, the cell goes too, so
+    a restarted grid never trains a second copy of it beside the first."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def run_grid(args: argparse.Namespace) -> int:
     grid = GRIDS[args.grid]
     models = args.models or grid["models"]
     datasets = args.datasets or grid["datasets"]
     seeds = args.seeds or grid["seeds"]
+    missing = [d for d in datasets if not (args.data_root / d).is_dir()]
+    if missing:  # one clear error, not a failed process per cell
+        print(f"--data-root {args.data_root} lacks {', '.join(missing)} (MVTec AD layout: <root>/<dataset>/train/good)")
+        return 2
     cells = [(d, m, s) for d in datasets for m in models for s in seeds]
     failed = []
     for index, (dataset, model, seed) in enumerate(cells, 1):
@@ -293,9 +347,11 @@ def run_grid(args: argparse.Namespace) -> int:
         path = cell_path(args.out, tier, dataset, model, seed, pretrained)
         name = (f"{model} (pretrained)" if pretrained else model) + (f" ({tier} tier)" if tier != args.tier else "")
         if path.exists():
-            status = json.loads(path.read_text()).get("status")
-            if status == "ok" or not args.rerun_failed:
-                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {status}, kept", flush=True)
+            record = read_cell(path)
+            if record["status"] == "ok" or not args.rerun_failed:
+                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {record['status']}, kept", flush=True)
+                if record["status"] != "ok":
+                    failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
         print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed} ...", flush=True)
         path.unlink(missing_ok=True)  # a failed record being retried
@@ -306,11 +362,7 @@ def run_grid(args: argparse.Namespace) -> int:
         command += ["--hf-cache", str(args.hf_cache)] if args.hf_cache else []
         start = time.time()
         with log.open("w") as handle:
-            try:
-                code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False,
-                                      timeout=TIERS[tier] + 1800).returncode  # fmt: skip
-            except subprocess.TimeoutExpired:
-                code = "timeout"
+            code = run_child(command, handle, TIERS[tier] + 1800)
         if not path.exists():  # the cell died before writing its record
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             error = next(
@@ -320,7 +372,7 @@ def run_grid(args: argparse.Namespace) -> int:
                               "pretrained": pretrained, "status": "failed", "error": error.strip(), "exit_code": code,
                               "log": log.name})  # fmt: skip
             failed.append(f"{dataset} {name} seed {seed}: {error.strip()}")
-        record = json.loads(path.read_text())
+        record = read_cell(path)
         if record["status"] != "ok" and not any(line.startswith(f"{dataset} {name} seed {seed}:") for line in failed):
             failed.append(f"{dataset} {name} seed {seed}: {record['error']}")
         print(f"    {record['status']} in {time.time() - start:.0f} s", flush=True)
@@ -341,12 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rerun-failed", action="store_true")
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
     cell.add_argument("model", choices=(*OURS, *PEERS))
-    cell.add_argument("dataset")
+    cell.add_argument("dataset", choices=DATASETS)
     cell.add_argument("seed", type=int)
     cell.add_argument("tier", choices=TIERS)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
     report.add_argument("--tier", choices=TIERS, default="short")
-    report.add_argument("--readme", type=Path, default=REPO / "README.md")
+    report.add_argument(
+        "--readme",
+        type=Path,
+        help="README whose comparison section is replaced (default: the repository's, for the "
+        "short tier of the default --out; none otherwise)",
+    )
     for p in (run, cell, report):
         p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/compare")
     for p in (run, cell):
@@ -361,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from compare_report import report as write_report
 
-        return write_report(args.out, args.tier, args.readme)
+        default = args.out.resolve() == (REPO / "benchmarks/results/compare").resolve() and args.tier == "short"
+        return write_report(args.out, args.tier, args.readme or (REPO / "README.md" if default else None))
     if args.command == "run":
         return run_grid(args)
     pretrained = bool(args.hf_cache) and args.model in PEERS

@@ -17,12 +17,11 @@ from __future__ import annotations
 import csv
 import datetime
 import importlib.metadata
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from compare import GRIDS, NOT_RUN, OURS, TIERS, cell_tier
+from compare import GRIDS, NOT_RUN, OURS, TIERS, cell_tier, read_cell
 from machine import commit, describe
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
@@ -74,7 +73,7 @@ def load_cells(out: Path, tier: str) -> list[dict]:
         one_pass = (p for p in (out / "cells/short").glob("*/*/seed*.json")
                     if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == "short")  # fmt: skip
         paths += sorted(one_pass)
-    cells = [json.loads(p.read_text()) for p in paths]
+    cells = [read_cell(p) for p in paths]
     for cell in cells:
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
     return cells
@@ -129,7 +128,7 @@ def markdown(cells: list[dict], tier: str) -> str:
             "",
         ]
     ok = [c for c in cells if c["status"] == "ok"]
-    hours = sum(c["train_s"] + c.get("test_wall_s", 0) for c in ok) / 3600
+    hours = sum(c.get("train_s", 0) + c.get("test_wall_s", 0) for c in ok) / 3600
     lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing on this machine (process start-up not counted).",
               ""]  # fmt: skip
     lines += [("Mean ± standard deviation over seeds (seeds in brackets; one seed: no spread); raw scores, every "
@@ -275,7 +274,8 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set_title(dataset, fontsize=8)
         ax.set_xlabel("FPR")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # a dataset with no variant of ours yet has no curve
+            ax.legend(fontsize=6)
     axes[0][0].set_ylabel("TPR (image level, first seed)")
     fig.text(0.01, 0.01, stamp(), fontsize=5)
     written.append(out / f"{tier}_roc.png")
@@ -291,13 +291,27 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     ax.set_xlabel("training wall time, s")
     ax.set_ylabel("pixel AUROC")
     ax.set_title(f"every cell, {tier} tier", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.text(0.01, 0.01, stamp(), fontsize=5)
     written.append(out / f"{tier}_time_vs_pixel_auroc.png")
     fig.tight_layout()
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
     return written
+
+
+def update_readme(readme: Path, section: str) -> bool:
+    """Replace the one marked section of ``readme`` (atomically); anything else is left alone, with a note why."""
+    text = readme.read_text() if readme.is_file() else ""
+    begin, end = text.find(BEGIN), text.find(END)
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or end < begin:
+        print(f"{readme}: not updated: it needs one {BEGIN} line followed by one {END} line")
+        return False
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(text[:begin] + section + text[end + len(END) :])
+    tmp.replace(readme)
+    return True
 
 
 def report(out: Path, tier: str, readme: Path | None) -> int:
@@ -312,10 +326,7 @@ def report(out: Path, tier: str, readme: Path | None) -> int:
         writer.writerows(cells)
     (out / f"{tier}.md").write_text(markdown(cells, tier))
     written = plots(cells, out, tier)
-    if readme is not None and readme.exists():
-        text = readme.read_text()
-        if BEGIN in text and END in text:
-            head, _, rest = text.partition(BEGIN)
-            readme.write_text(head + readme_section(cells, tier) + rest.partition(END)[2])
+    if readme is not None:
+        update_readme(readme, readme_section(cells, tier))
     print(f"{len(cells)} cells -> {out / f'{tier}.csv'}, {out / f'{tier}.md'}, {len(written)} plots")
     return 0

@@ -1,0 +1,115 @@
+"""The comparison grid's runner (benchmarks/compare.py) on its failure paths: every failure is named and listed, none
+is counted as a result, and nothing is lost or left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from compare import cell_path, cell_tier, main
+from compare_report import BEGIN, END, report, update_readme
+
+GRID = ["--models", "Padim", "--datasets", "mvtec_ad_grid_mini", "--seeds", "42"]
+
+
+def test_unreadable_record_is_a_named_failure(tmp_path: Path, capsys) -> None:
+    """A record cut short (or edited into something else) is neither a result nor a crash: the run and the report
+    list it as failed with its file, and the run exits 1."""
+    out, root = tmp_path / "compare", tmp_path / "data"
+    (root / "mvtec_ad_grid_mini").mkdir(parents=True)
+    path = cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"model": "Padim", "dataset": "mvtec_ad_grid_mini", "se')
+
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root)]) == 1
+    printed = capsys.readouterr().out
+    assert "seed 42: failed, kept" in printed
+    assert f"FAILED mvtec_ad_grid_mini Padim seed 42: unreadable cell record {path}: Unterminated string" in printed
+    assert report(out, "short", None) == 0
+    assert f"- mvtec_ad_grid_mini / Padim / seed 42: unreadable cell record {path}" in (out / "short.md").read_text()
+
+
+def test_missing_dataset_stops_before_any_cell(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "compare"
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(tmp_path)]) == 2
+    assert capsys.readouterr().out.startswith(f"--data-root {tmp_path} lacks mvtec_ad_grid_mini (MVTec AD layout")
+    assert not out.exists()
+
+
+def test_test_set_without_defects_fails_before_training(tmp_path: Path) -> None:
+    """AUROC is undefined without defective test images; anomalib's metrics would have stored 0.0 as a result."""
+    folder = tmp_path / "data/mvtec_ad_grid_mini"
+    for split in ("train", "test"):
+        (folder / split / "good").mkdir(parents=True)
+        for i in range(2):
+            gray = np.random.default_rng(i).integers(0, 256, (64, 64), dtype=np.uint8)
+            Image.fromarray(gray).save(folder / split / "good" / f"{i:03d}.png")
+    out = tmp_path / "compare"
+    assert main(["cell", "Padim", "mvtec_ad_grid_mini", "42", "short", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 1  # fmt: skip
+    record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())
+    assert (record["status"], record["error"]) == (
+        "failed",
+        f"ValueError: {folder / 'test'}: only good test images; image and pixel AUROC need both good and defective ones",
+    )
+
+
+def test_readme_needs_one_marked_section(tmp_path: Path, capsys) -> None:
+    """Markers swapped, doubled or missing: the README is left as it was (before, text after the section was lost)."""
+    readme = tmp_path / "README.md"
+    for text in (f"a\n{END}\nb\n{BEGIN}\nkeep me\n", f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n", "no markers\n"):
+        readme.write_text(text)
+        assert not update_readme(readme, f"{BEGIN}\nnew\n{END}")
+        assert readme.read_text() == text
+        assert "not updated: it needs one" in capsys.readouterr().out
+    readme.write_text(f"a\n{BEGIN}\nold\n{END}\nb\n")
+    assert update_readme(readme, f"{BEGIN}\nnew\n{END}")
+    assert readme.read_text() == f"a\n{BEGIN}\nnew\n{END}\nb\n"
+
+
+def test_one_pass_models_and_stray_folders_by_tier() -> None:
+    assert [cell_tier(m, "long") for m in ("Padim", "Patchcore", "Dfm")] == ["short"] * 3
+    assert [cell_tier(m, "long") for m in ("ssim_ae", "Fastflow", "Cflow", "Stfpm")] == ["long"] * 4  # Stfpm: unknown
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from compare import run_child
+with open(sys.argv[2], "w") as log:
+    run_child([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(120)"], log, 300)
+"""
+
+
+def test_stopped_runner_stops_its_cell(tmp_path: Path) -> None:
+    """SIGTERM to the grid's runner ends the cell's process too: a restarted grid would otherwise train a second copy
+    beside the first (before, the cell ran on under init for its whole budget)."""
+    log = tmp_path / "cell.log"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(REPO / "benchmarks"), str(log)])
+    for _ in range(200):
+        if log.exists() and log.read_text().strip():
+            break
+        time.sleep(0.1)
+    cell = int(log.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    for _ in range(100):
+        try:
+            os.kill(cell, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(cell, signal.SIGKILL)
+        raise AssertionError(f"cell process {cell} outlived its runner")
