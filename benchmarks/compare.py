@@ -176,6 +176,8 @@ def _our_model(name: str, dataset: str, seed: int, post_processor, evaluator):
 
 def check_split(datamodule, folder: Path) -> None:
     """Fail before training, not after the budget: the metrics need good and defective test images and masks."""
+    if len(datamodule.train_data) == 0:
+        raise ValueError(f"{folder / 'train' / 'good'}: no training images")
     labels = frozenset(datamodule.test_data.samples.label_index.tolist())
     if labels != {0, 1}:
         have = {frozenset(): "no", frozenset({0}): "only good", frozenset({1}): "only defective"}[labels]

@@ -47,7 +47,7 @@ def test_missing_dataset_stops_before_any_cell(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
-def test_test_set_without_defects_fails_before_training(tmp_path: Path) -> None:
+def test_split_without_defects_or_training_images_fails_before_training(tmp_path: Path) -> None:
     """AUROC is undefined without defective test images; anomalib's metrics would have stored 0.0 as a result."""
     folder = tmp_path / "data/mvtec_ad_grid_mini"
     for split in ("train", "test"):
@@ -63,6 +63,12 @@ def test_test_set_without_defects_fails_before_training(tmp_path: Path) -> None:
         "failed",
         f"ValueError: {folder / 'test'}: only good test images; image and pixel AUROC need both good and defective ones",
     )
+    for image in (folder / "train/good").iterdir():
+        image.unlink()
+    assert main(["cell", "Padim", "mvtec_ad_grid_mini", "42", "short", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 1  # fmt: skip
+    record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())
+    assert record["error"] == f"ValueError: {folder / 'train/good'}: no training images"
 
 
 def test_readme_needs_one_marked_section(tmp_path: Path, capsys) -> None:
