@@ -3,6 +3,7 @@
     python benchmarks/compare.py run --grid small            # 4 models x 2 datasets x 1 seed, ~30 min on 2 cores
     python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~11 h on 2 cores
     python benchmarks/compare.py run --grid full --tier long # 20-minute training budget, ~38 h on 2 cores
+    python benchmarks/compare.py run --grid small --tier 600s # a budget of your own, in seconds (cells/600s/)
     python benchmarks/compare.py report                      # CSV, Markdown, plots, README section
 
 Each cell (model, dataset, seed, tier) runs in its own process and writes one JSON file under
@@ -83,6 +84,21 @@ GRIDS = {
 TIERS = {"short": 300, "long": 1200}  # seconds of training for models that train
 PATCHCORE_MAX_TRAIN = 100
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load_state_dict_from_hf tries, in order
+
+
+def tier_arg(value: str) -> str:
+    """``short``, ``long``, or a budget of your own in seconds (``60`` or ``60s``), whose cells go to ``cells/60s``."""
+    if value in TIERS:
+        return value
+    seconds = value.removesuffix("s")
+    if not seconds.isdigit() or int(seconds) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: short, long, or a number of seconds such as 600s")
+    return f"{int(seconds)}s"
+
+
+def budget(tier: str) -> int:
+    """Seconds of training of a tier (``short``: 300, ``long``: 1200, ``60s``: 60)."""
+    return TIERS[tier] if tier in TIERS else int(tier.removesuffix("s"))
 
 
 def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrained: bool = False) -> Path:
@@ -265,7 +281,7 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
         accelerator="cpu",
         devices=1,
         max_epochs=1000 if trains else 1,
-        max_time={"seconds": TIERS[tier]} if trains else None,
+        max_time={"seconds": budget(tier)} if trains else None,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_progress_bar=False,
@@ -364,7 +380,7 @@ def run_grid(args: argparse.Namespace) -> int:
         command += ["--hf-cache", str(args.hf_cache)] if args.hf_cache else []
         start = time.time()
         with log.open("w") as handle:
-            code = run_child(command, handle, TIERS[tier] + 1800)
+            code = run_child(command, handle, budget(tier) + 1800)
         if not path.exists():  # the cell died before writing its record
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             error = next(
@@ -388,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid; finished cells are kept")
     run.add_argument("--grid", choices=GRIDS, default="small")
-    run.add_argument("--tier", choices=TIERS, default="short")
+    run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
     run.add_argument("--datasets", nargs="+", choices=DATASETS)
     run.add_argument("--seeds", nargs="+", type=int)
@@ -397,9 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     cell.add_argument("model", choices=(*OURS, *PEERS))
     cell.add_argument("dataset", choices=DATASETS)
     cell.add_argument("seed", type=int)
-    cell.add_argument("tier", choices=TIERS)
+    cell.add_argument("tier", type=tier_arg)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
-    report.add_argument("--tier", choices=TIERS, default="short")
+    report.add_argument("--tier", type=tier_arg, default="short")
     report.add_argument(
         "--readme",
         type=Path,
