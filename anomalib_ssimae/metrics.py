@@ -73,8 +73,8 @@ class _PaperProtocolAUROC(Metric):
             opening). The opening ignores the pixels outside the image (kornia ``border_type="geodesic"``), as
             ``skimage.morphology.opening`` with its default ``mode="reflect"`` does for a disk: a defect touching
             the image border is not eroded from outside.
-        max_elements: at most this many ``images x thresholds x H x W`` binary pixels are opened at once
-            (thresholds are processed in chunks; at least one threshold per chunk). About 15 bytes each at the peak.
+        max_elements: at most this many ``images x thresholds x H x W`` binary pixels are compared with the masks
+            at once (thresholds are processed in chunks; at least one threshold per chunk). About 3 bytes each.
         **kwargs: passed to :class:`torchmetrics.Metric`.
 
     ``update(anomaly_map, gt_mask)``: ``(B, 1, H, W)`` or ``(B, H, W)`` float maps, and masks of the same shape
@@ -138,20 +138,18 @@ class _PaperProtocolAUROC(Metric):
             raise ValueError(msg)
         return maps.detach().to(torch.float64), masks.detach() != 0
 
-    def _binary_masks(self, maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W)`` maps, ``(T,)`` thresholds -> ``(N, T, H, W)`` bool: ``map > t``, opened by the disk."""
-        binary = maps[:, None] > thresholds[None, :, None, None]
+    def _open(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W)`` float64 maps -> the maps opened by the disk (flat grayscale opening, outside ignored).
+
+        Flat morphology commutes with thresholding: ``opening(map) > t`` is ``opening(map > t)`` at every ``t``
+        (the minimum over a window exceeds ``t`` exactly when every pixel does, and the maximum when any does). So
+        one grayscale opening stands for the authors' 50 binary ones, with the same masks (tested against their
+        numpy/skimage code); the 50 openings took about 1 s per 384 x 384 image on 2 cores, more than the network.
+        """
         if self.opening_radius == 0:
-            return binary
-        # Only masks that are neither empty nor full need the opening: it keeps an empty mask empty and, as the
-        # outside of the image is ignored, a full one full (thresholds above the maximum or below the minimum).
-        flat = binary.flatten(2)
-        busy = flat.any(dim=2) & ~flat.all(dim=2)
-        if busy.any():
-            footprint = self.footprint.to(maps.device)
-            opened = opening(binary[busy][:, None].float(), footprint, border_type="geodesic", engine="shift")
-            binary[busy] = opened[:, 0] > 0.5
-        return binary
+            return maps
+        footprint = self.footprint.to(maps.device)
+        return opening(maps[:, None], footprint, border_type="geodesic", engine="shift")[:, 0]
 
     @torch.no_grad()
     def update(self, anomaly_map: torch.Tensor, gt_mask: torch.Tensor) -> None:
@@ -165,9 +163,10 @@ class _PaperProtocolAUROC(Metric):
         positives = masks.sum(dim=(1, 2)).to(torch.float64)  # > 0 for every image kept
         negatives = height * width - positives
         thresholds = self.thresholds.to(maps.device)
+        opened = self._open(maps)
         step = max(1, self.max_elements // (num * height * width))
         for start in range(0, thresholds.numel(), step):
-            predicted = self._binary_masks(maps, thresholds[start : start + step])  # (N, T, H, W)
+            predicted = opened[:, None] > thresholds[None, start : start + step, None, None]  # (N, T, H, W)
             true_pos = (predicted & masks[:, None]).sum(dim=(2, 3)).to(torch.float64)
             false_pos = predicted.sum(dim=(2, 3)).to(torch.float64) - true_pos
             tpr = true_pos / positives[:, None]

@@ -280,3 +280,19 @@ def test_metrics_a_test_set_cannot_define_are_nan(
         results = engine.test(model, datamodule=datamodule, verbose=False)[0]
     assert {name for name, value in results.items() if math.isnan(value)} == undefined
     assert all(0 <= value <= 1 for name, value in results.items() if name not in undefined and name.startswith("pixel"))
+
+
+def test_one_grayscale_opening_equals_the_binary_openings() -> None:
+    """The metric opens each map once (flat grayscale opening) and thresholds it; that equals thresholding first and
+    opening each of the 50 binary masks (kornia, geodesic border), mask for mask, on maps with blobs and noise."""
+    maps, _ = random_batch(num=3, seed=2)
+    maps = torch.nn.functional.avg_pool2d(maps, 3, 1, 1)  # blobs of every size around the disk's
+    metric = _PaperProtocolAUROC()
+    opened = metric._open(maps[:, 0])
+    differ = 0
+    for threshold in PAPER_THRESHOLDS.tolist():
+        binary = (maps > threshold).float()
+        reference = kornia.morphology.opening(binary, metric.footprint.double(), border_type="geodesic") > 0.5
+        assert torch.equal(opened[:, None] > threshold, reference), threshold
+        differ += int((reference != (maps > threshold)).sum())
+    assert differ > 1000  # the opening did change the masks: the comparison is not vacuous
