@@ -94,7 +94,8 @@ def test_cache_without_the_backbone_fails_the_cell(tmp_path: Path) -> None:
     fake_hf_cache(cache, "timm/resnet18.tv_in1k")
     out = tmp_path / "compare"
     args = ["--models", "Padim", "--datasets", "mvtec_ad_grid_mini", "--seeds", "42", "--out", str(out)]
-    assert main(["run", *args, "--data-root", str(tmp_path / "none"), "--hf-cache", str(cache)]) == 1  # cell process
+    (tmp_path / "data/mvtec_ad_grid_mini").mkdir(parents=True)  # empty: the cell must fail on the cache first
+    assert main(["run", *args, "--data-root", str(tmp_path / "data"), "--hf-cache", str(cache)]) == 1  # cell process
 
     record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42, pretrained=True).read_text())
     assert (record["status"], record["pretrained"]) == ("failed", True)
