@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks/results/compare"  # the cells, tables and plots the README's section is generated from
 OURS = ("ssim_ae", "ssim_ae_extended", "ssim_dae", "ssim_dae_extended")
 # anomalib models: init args (resnet18 everywhere, as in the offline reference runs), batch size, training?
 PEERS = {
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "short tier of the default --out; none otherwise)",
     )
     for p in (run, cell, report):
-        p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/compare")
+        p.add_argument("--out", type=Path, default=OUT)
     for p in (run, cell):
         p.add_argument("--data-root", type=Path, default=REPO.parent / "shared/datasets")
         p.add_argument(
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from compare_report import report as write_report
 
-        default = args.out.resolve() == (REPO / "benchmarks/results/compare").resolve() and args.tier == "short"
+        default = args.out.resolve() == OUT.resolve() and args.tier == "short"
         return write_report(args.out, args.tier, args.readme or (REPO / "README.md" if default else None))
     if args.command == "run":
         return run_grid(args)
