@@ -35,6 +35,7 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -127,6 +128,11 @@ def read_cell(path: Path) -> dict:
         record = json.loads(path.read_text())
         if not isinstance(record, dict) or not {"model", "dataset", "seed", "status"} <= record.keys():
             raise ValueError("not a cell record: model, dataset, seed or status missing")
+        # A copied or renamed record would count one run twice and shrink the spread.
+        model = record["model"] + ("-pretrained" if record.get("pretrained") else "")
+        said = f"{record['dataset']}/{model}/seed{record['seed']}.json"
+        if path.parts[-3:] != tuple(said.split("/")):
+            raise ValueError(f"it holds the record of {said}: copied or renamed? Not counted")
     except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         *_, dataset, model, _ = path.parts
         seed = path.stem.removeprefix("seed")
@@ -189,6 +195,20 @@ def _our_model(name: str, dataset: str, seed: int, post_processor, evaluator):
     model_class = getattr(importlib.import_module(module), cls)
     model = model_class(**init, post_processor=post_processor, evaluator=evaluator, visualizer=False)
     return model, data_cfg["data"]["init_args"]["train_batch_size"], data_cfg["data"]["init_args"]["eval_batch_size"]
+
+
+def check_masks(folder: Path) -> None:
+    """Every defective test image needs its mask, ``ground_truth/<defect>/<stem>[_mask].<ext>``: without one,
+    anomalib's MVTecAD fails in pandas ("Must have equal len keys and value") without naming a file."""
+    from anomalib.data.datasets.image.mvtecad import IMG_EXTENSIONS  # what MVTecAD reads: .png
+
+    for image in sorted((folder / "test").glob("*/*")):
+        if image.parent.name == "good" or image.suffix not in IMG_EXTENSIONS:
+            continue
+        masks = folder / "ground_truth" / image.parent.name
+        if not any(masks.glob(f"{glob.escape(image.stem)}*")):
+            msg = f"{image}: no mask in {masks} ({image.stem}.png or {image.stem}_mask.png); pixel metrics need one"
+            raise FileNotFoundError(msg)
 
 
 def check_split(datamodule, folder: Path) -> None:
@@ -261,6 +281,7 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
                 inputs = pl_module.model.prepare(outputs.image)
                 paper.update(residual_map(inputs, outputs.reconstruction), outputs.gt_mask)
 
+    check_masks(data_root / dataset)
     datamodule = MVTecAD(
         root=data_root,
         category=dataset,

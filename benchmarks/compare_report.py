@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime
 import importlib.metadata
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -98,7 +99,7 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float,
     for key, runs in groups.items():
         summary[key] = {}
         for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb", "parameters"):
-            values = [run[metric] for run in runs if run.get(metric) is not None]
+            values = [run[metric] for run in runs if run.get(metric) is not None and not math.isnan(run[metric])]
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 summary[key][metric] = (statistics.fmean(values), spread, len(values))
@@ -157,6 +158,10 @@ def markdown(cells: list[dict], tier: str) -> str:
     lines += [f"- {c['dataset']} / {c['model']} / seed {c['seed']}: {c.get('error', '?')}" for c in failures] or [
         "none"
     ]
+    undefined = [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {metric}" for c in cells for metric in METRICS
+                 if isinstance(c.get(metric), float) and math.isnan(c[metric])]  # fmt: skip
+    if undefined:
+        lines += ["", "## Undefined metrics (NaN), left out of the means and spreads", "", *undefined]
     lines += ["", "## Not run", ""] + [f"- {model}: {why}" for model, why in NOT_RUN.items()]
     lines += ["", "## Published, ImageNet-pretrained, full MVTec AD categories (not measured here)", "",
               "From anomalib 2.7's model READMEs; our grid and hazelnut sets are small subsets at other sizes.", "",

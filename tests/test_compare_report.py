@@ -27,7 +27,7 @@ def test_report_from_cells(tmp_path: Path) -> None:
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 43), cell("ssim_ae", 43, 0.9, 0.94))
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42), cell("Padim", 42, 0.576, 0.697))
     pretrained = cell("Padim", 43, 0.9, 0.95, pretrained=True)  # never averaged with the from-scratch runs
-    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 43), pretrained)
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 43, pretrained=True), pretrained)
     failure = {"model": "Cflow", "dataset": "mvtec_ad_grid_mini", "seed": 42, "tier": "short", "status": "failed",
                "error": "RuntimeError: out of memory"}  # fmt: skip
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "Cflow", 42), failure)
@@ -99,3 +99,25 @@ def test_one_pass_models_serve_every_tier(tmp_path: Path) -> None:
     assert "| Padim (1) | 0.576 | 0.697 |" in table and "| ssim_ae (1) | 0.900 | 0.950 |" in table
     assert "| ssim_ae (1) | 0.800 |" not in table  # the short tier's training run stays in the short table
     assert "2 cells: 0.4 h" in table  # 1200 s + 180 s
+
+
+def test_copied_records_and_undefined_metrics_are_not_counted(tmp_path: Path) -> None:
+    """A copied record would count one run twice and shrink the spread; a NaN would turn the mean into NaN."""
+    out = tmp_path / "compare"
+    first = cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42)
+    write_json(first, cell("ssim_ae", 42, 0.8, 0.90))
+    write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 43),
+               cell("ssim_ae", 43, 0.9, 0.94, pixel_AUPRO=float("nan")))  # fmt: skip
+    for copy in ("seed42 copy.json", "seed44.json"):
+        (first.parent / copy).write_text(first.read_text())
+
+    assert report(out, "short", None) == 0
+    table = (out / "short.md").read_text()
+    assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 | 0.500 |" in table  # AUPRO from seed 42 alone
+    for copy in ("seed42 copy.json", "seed44.json"):
+        assert (f"{first.parent / copy}: it holds the record of mvtec_ad_grid_mini/ssim_ae/seed42.json: copied or "
+                "renamed? Not counted") in table  # fmt: skip
+    assert (
+        "## Undefined metrics (NaN), left out of the means and spreads\n\n- mvtec_ad_grid_mini / ssim_ae / seed 43: pixel_AUPRO\n"
+        in table
+    )

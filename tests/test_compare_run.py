@@ -72,6 +72,24 @@ def test_split_without_defects_or_training_images_fails_before_training(tmp_path
     assert record["error"] == f"ValueError: {folder / 'train/good'}: no training images"
 
 
+def test_defective_image_without_mask_is_named(tmp_path: Path) -> None:
+    """anomalib's MVTecAD fails in pandas without naming a file when ground_truth/ lacks a mask."""
+    folder = tmp_path / "data/mvtec_ad_grid_mini"
+    gray = np.zeros((64, 64), dtype=np.uint8)
+    for image in ("train/good/000.png", "test/good/000.png", "test/crack/000.png", "test/crack/001.png",
+                  "ground_truth/crack/000_mask.png"):  # fmt: skip
+        (folder / image).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gray).save(folder / image)
+    out = tmp_path / "compare"
+    assert main(["cell", "Padim", "mvtec_ad_grid_mini", "42", "short", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 1  # fmt: skip
+    record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())
+    assert record["error"] == (
+        f"FileNotFoundError: {folder / 'test/crack/001.png'}: no mask in {folder / 'ground_truth/crack'} "
+        "(001.png or 001_mask.png); pixel metrics need one"
+    )
+
+
 def test_readme_needs_one_marked_section(tmp_path: Path, capsys) -> None:
     """Markers swapped, doubled or missing: the README is left as it was (before, text after the section was lost)."""
     readme = tmp_path / "README.md"
