@@ -35,7 +35,6 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -128,10 +127,12 @@ def read_cell(path: Path) -> dict:
         record = json.loads(path.read_text())
         if not isinstance(record, dict) or not {"model", "dataset", "seed", "status"} <= record.keys():
             raise ValueError("not a cell record: model, dataset, seed or status missing")
-        # A copied or renamed record would count one run twice and shrink the spread.
+        if not all(isinstance(record[key], str) for key in ("model", "dataset")) or type(record["seed"]) is not int:
+            raise ValueError("not a cell record: model and dataset must be text, seed a whole number")
+        # A copied or renamed record would count one run twice and shrink the spread, or mix tiers.
         model = record["model"] + ("-pretrained" if record.get("pretrained") else "")
-        said = f"{record['dataset']}/{model}/seed{record['seed']}.json"
-        if path.parts[-3:] != tuple(said.split("/")):
+        said = f"{record.get('tier', path.parts[-4])}/{record['dataset']}/{model}/seed{record['seed']}.json"
+        if path.parts[-4:] != tuple(said.split("/")):
             raise ValueError(f"it holds the record of {said}: copied or renamed? Not counted")
     except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
         *_, dataset, model, _ = path.parts
@@ -206,7 +207,7 @@ def check_masks(folder: Path) -> None:
         if image.parent.name == "good" or image.suffix not in IMG_EXTENSIONS:
             continue
         masks = folder / "ground_truth" / image.parent.name
-        if not any(masks.glob(f"{glob.escape(image.stem)}*")):
+        if not any((masks / f"{image.stem}{tail}{ext}").is_file() for tail in ("", "_mask") for ext in IMG_EXTENSIONS):
             msg = f"{image}: no mask in {masks} ({image.stem}.png or {image.stem}_mask.png); pixel metrics need one"
             raise FileNotFoundError(msg)
 
@@ -405,9 +406,13 @@ def run_grid(args: argparse.Namespace) -> int:
             code = run_child(command, handle, budget(tier) + 1800)
         if not path.exists():  # the cell died before writing its record
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            error = next(
+            last = next(
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
             )
+            how = {"timeout": f"timed out after {budget(tier) + 1800} s"}.get(code, f"exit code {code}")
+            if isinstance(code, int) and code < 0:
+                how = f"killed by signal {-code}"
+            error = f"{how}; log {log}: {last.strip() or 'no output'}"
             write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": tier,
                               "pretrained": pretrained, "status": "failed", "error": error.strip(), "exit_code": code,
                               "log": log.name})  # fmt: skip
@@ -463,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return run_grid(args)
     pretrained = bool(args.hf_cache) and args.model in PEERS
+    args.tier = cell_tier(args.model, args.tier)  # one-pass models: the short tier's cell serves every tier
     path = cell_path(args.out, args.tier, args.dataset, args.model, args.seed, pretrained)
     try:
         weights = use_hf_cache(args.hf_cache, {PEERS[args.model][0]["backbone"]}) if pretrained else {}

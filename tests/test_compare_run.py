@@ -77,14 +77,15 @@ def test_defective_image_without_mask_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "data/mvtec_ad_grid_mini"
     gray = np.zeros((64, 64), dtype=np.uint8)
     for image in ("train/good/000.png", "test/good/000.png", "test/crack/000.png", "test/crack/001.png",
-                  "ground_truth/crack/000_mask.png"):  # fmt: skip
+                  "ground_truth/crack/000_mask.png", "ground_truth/crack/0011_mask.png"):  # fmt: skip
         (folder / image).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(gray).save(folder / image)
     out = tmp_path / "compare"
-    assert main(["cell", "Padim", "mvtec_ad_grid_mini", "42", "short", "--data-root", str(tmp_path / "data"),
+    assert main(["cell", "Padim", "mvtec_ad_grid_mini", "42", "long", "--data-root", str(tmp_path / "data"),
                  "--out", str(out)]) == 1  # fmt: skip
+    assert not (out / "cells/long").exists()  # a one-pass model's cell is the short tier's, whatever the tier
     record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())
-    assert record["error"] == (
+    assert record["error"] == (  # 0011_mask.png is not 001.png's mask
         f"FileNotFoundError: {folder / 'test/crack/001.png'}: no mask in {folder / 'ground_truth/crack'} "
         "(001.png or 001_mask.png); pixel metrics need one"
     )
@@ -106,6 +107,24 @@ def test_readme_needs_one_marked_section(tmp_path: Path, capsys) -> None:
 def test_one_pass_models_and_stray_folders_by_tier() -> None:
     assert [cell_tier(m, "long") for m in ("Padim", "Patchcore", "Dfm")] == ["short"] * 3
     assert [cell_tier(m, "long") for m in ("ssim_ae", "Fastflow", "Cflow", "Stfpm")] == ["long"] * 4  # Stfpm: unknown
+
+
+def test_a_cell_that_dies_says_how(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A cell killed before writing its record (out of memory, a signal) is a failure that says so and names its log."""
+    import compare
+
+    def killed(command: list[str], log, timeout: float) -> int:
+        log.write("Epoch 3: 40%|####      | 2/5\n")
+        return -signal.SIGKILL
+
+    monkeypatch.setattr(compare, "run_child", killed)
+    out, root = tmp_path / "compare", tmp_path / "data"
+    (root / "mvtec_ad_grid_mini").mkdir(parents=True)
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root)]) == 1
+    path = cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42)
+    error = f"killed by signal 9; log {path.with_suffix('.log')}: Epoch 3: 40%|####      | 2/5"
+    assert json.loads(path.read_text())["error"] == error
+    assert f"FAILED mvtec_ad_grid_mini Padim seed 42: {error}" in capsys.readouterr().out
 
 
 RUNNER = """
