@@ -1,8 +1,8 @@
 """Our four variants against anomalib's own models, dataset by dataset, seed by seed (issue 9).
 
     python benchmarks/compare.py run --grid small            # 4 models x 2 datasets x 1 seed, ~30 min on 2 cores
-    python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~14 h on 2 cores
-    python benchmarks/compare.py run --grid full --tier long # 20-minute training budget, ~45 h on 2 cores
+    python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~16 h on 2 cores
+    python benchmarks/compare.py run --grid full --tier long # 20-minute training budget, ~47 h on 2 cores
     python benchmarks/compare.py run --grid small --tier 600s # a budget of your own, in seconds (cells/600s/)
     python benchmarks/compare.py report                      # CSV, Markdown, plots, README section
 
