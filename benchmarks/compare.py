@@ -409,14 +409,15 @@ def run_grid(args: argparse.Namespace) -> int:
             last = next(
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
             )
-            how = {"timeout": f"timed out after {budget(tier) + 1800} s"}.get(code, f"exit code {code}")
-            if isinstance(code, int) and code < 0:
-                how = f"killed by signal {-code}"
+            if code == "timeout":
+                how = f"timed out after {budget(tier) + 1800} s"
+            else:
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             error = f"{how}; log {log}: {last.strip() or 'no output'}"
             write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": tier,
-                              "pretrained": pretrained, "status": "failed", "error": error.strip(), "exit_code": code,
+                              "pretrained": pretrained, "status": "failed", "error": error, "exit_code": code,
                               "log": log.name})  # fmt: skip
-            failed.append(f"{dataset} {name} seed {seed}: {error.strip()}")
+            failed.append(f"{dataset} {name} seed {seed}: {error}")
         record = read_cell(path)
         if record["status"] != "ok" and not any(line.startswith(f"{dataset} {name} seed {seed}:") for line in failed):
             failed.append(f"{dataset} {name} seed {seed}: {record['error']}")

@@ -69,12 +69,9 @@ def load_cells(out: Path, tier: str) -> list[dict]:
     """The cells' records; ``label`` is the model, marked when its backbone was pretrained (never mixed).
 
     The one-pass models' cells are the short tier's in every tier (:func:`compare.cell_tier`)."""
-    paths = sorted(p for p in (out / "cells" / tier).glob("*/*/seed*.json")
-                   if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == tier)  # fmt: skip
-    if tier != "short":
-        one_pass = (p for p in (out / "cells/short").glob("*/*/seed*.json")
-                    if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == "short")  # fmt: skip
-        paths += sorted(one_pass)
+    paths = [p for folder in dict.fromkeys((tier, "short"))
+             for p in sorted((out / "cells" / folder).glob("*/*/seed*.json"))
+             if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == folder]  # fmt: skip
     cells = [read_cell(p) for p in paths]
     for cell in cells:
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
@@ -210,9 +207,9 @@ def margins(cells: list[dict]) -> list[str]:
 
 def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
     """The README's comparison table; it names the files and the command that made it."""
-    where = out.resolve()
-    where = where.relative_to(REPO) if where.is_relative_to(REPO) else where
-    out_flag = f" --out {where}" if out.resolve() != OUT.resolve() else ""
+    resolved = out.resolve()
+    where = resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved
+    out_flag = f" --out {where}" if resolved != OUT.resolve() else ""
     command = "python benchmarks/compare.py report" + (f" --tier {tier}" if tier != "short" else "") + out_flag
     summary = summarise(cells)
     models, datasets = order(cells)
