@@ -25,8 +25,8 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   (Rádli & Czúni 2021 §4, :class:`~anomalib_ssimae.metrics.PaperProtocolAUROC`) on the 1 - SSIM residual;
 - budget: models that train get the same wall-clock cap (``max_time``; short 300 s, long 1200 s). Our variants run
   the recipe of their configs, with the cosine schedule fitted to the cap. The memory-bank models make their one
-  pass (their short-tier cell serves every tier); PatchCore uses at most 100 training images (its coreset search
-  over all 400 magnetic_tile images takes about 11 min);
+  pass (their short-tier cell serves every tier); PatchCore uses at most 100 training images (so that its coreset
+  search stays within minutes on 2 cores);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -119,6 +119,18 @@ def write_json(path: Path, record: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
+
+
+def provenance() -> dict[str, str]:
+    """Where a cell ran, stored in its record: date, machine (CPU, cores, flags, torch), code commit, versions.
+
+    Training budgets are wall time, so cells from different machines are not comparable: the report lists them."""
+    import datetime
+
+    from machine import code_commit, describe, versions
+
+    return {"date": datetime.date.today().isoformat(), "machine": describe(), "commit": code_commit(),
+            "versions": versions()}  # fmt: skip
 
 
 def read_cell(path: Path) -> dict:
@@ -380,6 +392,12 @@ def run_grid(args: argparse.Namespace) -> int:
     if missing:  # one clear error, not a failed process per cell
         print(f"--data-root {args.data_root} lacks {', '.join(missing)} (MVTec AD layout: <root>/<dataset>/train/good)")
         return 2
+    configs = [REPO / "configs/data" / f"{d}.yaml" for d in datasets]
+    unconfigured = [str(c.relative_to(REPO)) for c in configs if not c.is_file()] if set(models) & set(OURS) else []
+    if unconfigured:  # our variants take image size, channels and loss from the dataset's config
+        print(f"our variants need a data config per dataset: {', '.join(unconfigured)} missing (copy one of "
+              "configs/data/*.yaml and set image_size, in_channels and category)")  # fmt: skip
+        return 2
     cells = [(d, m, s) for d in datasets for m in models for s in seeds]
     failed = []
     for index, (dataset, model, seed) in enumerate(cells, 1):
@@ -416,7 +434,7 @@ def run_grid(args: argparse.Namespace) -> int:
             error = f"{how}; log {log}: {last.strip() or 'no output'}"
             write_json(path, {"model": model, "dataset": dataset, "seed": seed, "tier": tier,
                               "pretrained": pretrained, "status": "failed", "error": error, "exit_code": code,
-                              "log": log.name})  # fmt: skip
+                              "log": log.name, **provenance()})  # fmt: skip
             failed.append(f"{dataset} {name} seed {seed}: {error}")
         record = read_cell(path)
         if record["status"] != "ok" and not any(line.startswith(f"{dataset} {name} seed {seed}:") for line in failed):
@@ -434,12 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grid", choices=GRIDS, default="small")
     run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
-    run.add_argument("--datasets", nargs="+", choices=DATASETS)
+    run.add_argument("--datasets", nargs="+", metavar="DATASET",
+                     help="folders under --data-root in MVTec AD layout (default: the grid's six); our variants "
+                     "need configs/data/<DATASET>.yaml")  # fmt: skip
     run.add_argument("--seeds", nargs="+", type=int)
     run.add_argument("--rerun-failed", action="store_true")
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
     cell.add_argument("model", choices=(*OURS, *PEERS))
-    cell.add_argument("dataset", choices=DATASETS)
+    cell.add_argument("dataset")
     cell.add_argument("seed", type=int)
     cell.add_argument("tier", type=tier_arg)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
@@ -453,7 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, cell, report):
         p.add_argument("--out", type=Path, default=OUT)
     for p in (run, cell):
-        p.add_argument("--data-root", type=Path, default=REPO.parent / "shared/datasets")
+        p.add_argument(
+            "--data-root",
+            type=Path,
+            default=REPO.parent / "shared/datasets",
+            help="folder holding the datasets, <root>/<dataset>/train/good etc. (default: %(default)s)",
+        )
         p.add_argument(
             "--hf-cache",
             type=Path,
@@ -471,15 +496,19 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = bool(args.hf_cache) and args.model in PEERS
     args.tier = cell_tier(args.model, args.tier)  # one-pass models: the short tier's cell serves every tier
     path = cell_path(args.out, args.tier, args.dataset, args.model, args.seed, pretrained)
+    origin = {}
     try:
         weights = use_hf_cache(args.hf_cache, {PEERS[args.model][0]["backbone"]}) if pretrained else {}
+        origin = provenance()  # after use_hf_cache (it imports huggingface_hub), before training: fails at once
         record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, pretrained)
         if weights:  # the snapshot the backbone came from: models--timm--resnet18.a1_in1k/snapshots/<hash>/<file>
             record["weights"] = [str(p.relative_to(args.hf_cache.expanduser().resolve())) for p in weights.values()]
+        record |= origin
     except Exception as error:  # noqa: BLE001 - every failure becomes a row with its error
         traceback.print_exc()
         record = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "tier": args.tier,
-                  "pretrained": pretrained, "status": "failed", "error": f"{type(error).__name__}: {error}"}  # fmt: skip
+                  "pretrained": pretrained, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                  **origin}  # fmt: skip
     write_json(path, record)
     return 0 if record["status"] == "ok" else 1
 

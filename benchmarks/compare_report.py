@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import csv
 import datetime
-import importlib.metadata
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from compare import GRIDS, NOT_RUN, OURS, OUT, REPO, budget, cell_tier, read_cell
-from machine import commit, describe
+from compare import GRIDS, NOT_RUN, OURS, OUT, PEERS, REPO, budget, cell_tier, read_cell
+from machine import commit, describe, versions
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
            "test_images", *METRICS, "train_s", "test_wall_s", "test_ms_per_image", "peak_rss_mb", "parameters",
-           "error")  # fmt: skip
+           "error", "date", "commit", "machine")  # fmt: skip
 CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
     "hazelnut_toy": "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test)",
@@ -56,13 +55,27 @@ MARGIN_NOTE = (
 
 
 def stamp() -> str:
-    import anomalib_ssimae  # its own version: an editable install's metadata keeps the version it was installed at
+    """Where the report was made; :func:`origins` says where its cells ran."""
+    return f"{datetime.date.today()} · {describe()} · {versions()} · commit {commit() or '?'}"
 
-    versions = ", ".join(
-        [f"anomalib-ssimae {anomalib_ssimae.__version__}"]
-        + [f"{name} {importlib.metadata.version(name)}" for name in ("anomalib", "lightning")]
-    )
-    return f"{datetime.date.today()} · {describe()} · {versions} · commit {commit() or '?'}"
+
+def origins(cells: list[dict], commits: bool = True) -> str:
+    """Where the cells ran (from their records): machines with their cell counts, dates, the code commits.
+
+    Training budgets are wall time, so the text warns when models that train ran on more than one machine."""
+    machines = Counter(c.get("machine") or "machine not recorded" for c in cells)
+    dates = sorted({c["date"] for c in cells if c.get("date")})
+    text = "Cells ran on " + "; ".join(f"{machine} ({n} cells)" for machine, n in machines.most_common())
+    text += f", {dates[0]} to {dates[-1]}" if dates else ""
+    found = sorted({c["commit"] for c in cells if c.get("commit")})
+    if found:
+        text += f", at commits {', '.join(found)}" if commits else f", at {len(found)} commit(s) (listed in the CSV)"
+    text += "."
+    trained = {c.get("machine") for c in cells
+               if c["status"] == "ok" and (c["model"] in OURS or PEERS.get(c["model"], ({}, 0, False))[2])}  # fmt: skip
+    if len(trained) > 1:
+        text += " Warning: models that train ran on more than one machine, and their budget is wall time."
+    return text
 
 
 def load_cells(out: Path, tier: str) -> list[dict]:
@@ -120,7 +133,8 @@ def order(cells: list[dict]) -> tuple[list[str], list[str]]:
 def markdown(cells: list[dict], tier: str) -> str:
     summary = summarise(cells)
     models, datasets = order(cells)
-    lines = [f"# Comparison, {tier} tier ({budget(tier)} s of training for models that train)", "", stamp(), ""]
+    lines = [f"# Comparison, {tier} tier ({budget(tier)} s of training for models that train)", "",
+             f"Report: {stamp()}. {origins(cells)}", ""]  # fmt: skip
     if tier != "short":
         lines += [
             "The one-pass models (PaDiM, PatchCore, DFM) have no training budget: their rows are the short tier's.",
@@ -128,8 +142,7 @@ def markdown(cells: list[dict], tier: str) -> str:
         ]
     ok = [c for c in cells if c["status"] == "ok"]
     hours = sum(c.get("train_s", 0) + c.get("test_wall_s", 0) for c in ok) / 3600
-    lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing on this machine (process start-up not counted).",
-              ""]  # fmt: skip
+    lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing (process start-up not counted).", ""]
     lines += [("Mean ± standard deviation over seeds (seeds in brackets; one seed: no spread); raw scores, every "
                "test image. ImageNet backbones `pre_trained: false` unless marked (pretrained). Our variants run at "
                "their data config's image size, anomalib's models at 256 x 256; pixel metrics at each model's size."),
@@ -199,8 +212,8 @@ def margins(cells: list[dict]) -> list[str]:
                 verdict = "(1 seed)"
             else:
                 verdict = "within spread" if abs(gap) <= ours_sd + peer_sd else "win" if gap > 0 else "loss"
-            shown = round(gap, 2) + 0.0  # + 0.0: "+0.00", never "-0.00"
-            row.append(f"{ours_name} {ours:.2f} vs {peer_name} {peer:.2f}: {shown:+.2f} {verdict}")
+            shown = round(gap, 3) + 0.0  # + 0.0: "+0.000", never "-0.000"
+            row.append(f"{ours_name} {ours:.3f} vs {peer_name} {peer:.3f}: {shown:+.3f} {verdict}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -215,8 +228,9 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
     models, datasets = order(cells)
     pretrained = any(c.get("pretrained") for c in cells)
     lines = [BEGIN, (f"Generated by `{command}` from `{where}/{tier}.csv` "
-             f"({budget(tier)} s of training per model; {stamp()}). Pixel AUROC / image AUROC, mean ± sd over the "
-             "seeds in the last column; anomalib's models with `pre_trained: false`"
+             f"({budget(tier)} s of training for the models that train, one pass for PaDiM, PatchCore and DFM; report "
+             f"{stamp()}). {origins(cells, commits=False)} Pixel AUROC / image AUROC, mean ± sd over the seeds in "
+             "the second-to-last column; anomalib's models with `pre_trained: false`"
              f"{' unless marked pretrained' if pretrained else ''}, as nothing can be downloaded here. Our variants "
              "at their data config's image size, anomalib's at 256 x 256."), ""]  # fmt: skip
     lines += ["| dataset | " + " | ".join(models) + " | seeds | caveat |", "|---|" + "---|" * (len(models) + 2)]

@@ -32,6 +32,28 @@ def commit() -> str:
     ).stdout.strip()
 
 
+def code_commit() -> str:
+    """:func:`commit`, marked ``+modified`` when the code (not the results) differs from it: what a result ran on."""
+    changed = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "anomalib_ssimae", "benchmarks", "configs", "pyproject.toml",
+         ":(exclude)benchmarks/results"],
+        cwd=REPO, capture_output=True, check=False,
+    ).returncode  # fmt: skip
+    return commit() + ("+modified" if changed == 1 else "")
+
+
+def versions() -> str:
+    """E.g. ``anomalib-ssimae 0.3.0, anomalib 2.7.0, lightning 2.6.6``."""
+    import importlib.metadata
+
+    import anomalib_ssimae  # its own version: an editable install's metadata keeps the version it was installed at
+
+    return ", ".join(
+        [f"anomalib-ssimae {anomalib_ssimae.__version__}"]
+        + [f"{name} {importlib.metadata.version(name)}" for name in ("anomalib", "lightning")]
+    )
+
+
 def checkpoint_stamp(checkpoint: Path, data_root: Path, name: str | None) -> dict[str, str]:
     """The provenance columns of a CSV row about one checkpoint scored on one dataset folder; ``name`` defaults to
     the checkpoint's folder."""

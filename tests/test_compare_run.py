@@ -3,8 +3,10 @@ is counted as a result, and nothing is lost or left running."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -70,6 +72,11 @@ def test_split_without_defects_or_training_images_fails_before_training(tmp_path
                  "--out", str(out)]) == 1  # fmt: skip
     record = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())
     assert record["error"] == f"ValueError: {folder / 'train/good'}: no training images"
+    # where it ran, as every record says: training budgets are wall time, so the machine matters
+    from machine import commit, describe
+
+    assert record["machine"] == describe() and record["commit"].removesuffix("+modified") == commit()
+    assert record["date"] == datetime.date.today().isoformat() and record["versions"].startswith("anomalib-ssimae ")
 
 
 def test_defective_image_without_mask_is_named(tmp_path: Path) -> None:
@@ -123,7 +130,8 @@ def test_a_cell_that_dies_says_how(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["run", *GRID, "--out", str(out), "--data-root", str(root)]) == 1
     path = cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42)
     error = f"killed by signal 9; log {path.with_suffix('.log')}: Epoch 3: 40%|####      | 2/5"
-    assert json.loads(path.read_text())["error"] == error
+    record = json.loads(path.read_text())
+    assert record["error"] == error and record["machine"].endswith(f"Python {platform.python_version()}")
     assert f"FAILED mvtec_ad_grid_mini Padim seed 42: {error}" in capsys.readouterr().out
 
 
@@ -159,10 +167,10 @@ def test_stopped_runner_stops_its_cell(tmp_path: Path) -> None:
         raise AssertionError(f"cell process {cell} outlived its runner")
 
 
-def constructed_dataset(root: Path) -> Path:
+def constructed_dataset(root: Path, dataset: str = "mvtec_ad_grid_mini") -> Path:
     """A grid-like texture (period 16 px, noise) in MVTec AD layout: 6 training and 2 good test images, and 2 test
     images with a white 48 x 48 square and its mask."""
-    folder = root / "mvtec_ad_grid_mini"
+    folder = root / dataset
     yy, xx = np.mgrid[:256, :256]
     texture = 100 + 60 * ((yy % 16 < 3) | (xx % 16 < 3))
     for split, name, seed in [("train", "good", s) for s in range(6)] + [("test", "good", 6), ("test", "good", 7)]:
@@ -192,6 +200,7 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     ours = json.loads(cell_path(out, "10s", "mvtec_ad_grid_mini", "ssim_ae", 42).read_text())
     peer = json.loads(cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).read_text())  # one pass: short tier
     assert (ours["status"], ours["tier"], peer["status"]) == ("ok", "10s", "ok")
+    assert ours["date"] == peer["date"] == datetime.date.today().isoformat() and ours["machine"] == peer["machine"]
     assert 10 <= ours["train_s"] < 60 and ours["steps"] > 0  # stopped by the 10 s budget, after some steps
     assert sorted(ours["labels"]) == [0, 0, 1, 1] and ours["test_images"] == 4
     # 10 s train too little to judge ours by (its quality is tested on real data elsewhere); the metrics are wired
@@ -202,3 +211,15 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     assert "paper_AUROC" not in peer and peer["pretrained"] is False
     assert report(out, "10s", None) == 0
     assert "# Comparison, 10s tier (10 s of training for models that train)" in (out / "10s.md").read_text()
+
+
+def test_a_dataset_of_ones_own(tmp_path: Path, capsys) -> None:
+    """Any MVTec-layout folder under --data-root can be compared; our variants first ask for its data config."""
+    root, out = constructed_dataset(tmp_path / "data", "my_parts"), tmp_path / "compare"
+    args = ["--datasets", "my_parts", "--seeds", "42", "--data-root", str(root), "--out", str(out)]
+
+    assert main(["run", "--models", "Padim", "ssim_ae", *args]) == 2  # before any cell runs
+    assert "configs/data/my_parts.yaml missing" in capsys.readouterr().out and not out.exists()
+    assert main(["run", "--models", "Padim", *args]) == 0
+    record = json.loads(cell_path(out, "short", "my_parts", "Padim", 42).read_text())
+    assert record["image_AUROC"] == 1.0 and record["pixel_AUROC"] > 0.99  # the squares stand out
