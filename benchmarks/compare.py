@@ -97,6 +97,13 @@ def tier_arg(value: str) -> str:
     return f"{int(seconds)}s"
 
 
+def dataset_arg(value: str) -> str:
+    """A dataset: one folder name under ``--data-root`` (it names the cells' folder too)."""
+    if not value or Path(value).name != value or value.startswith("."):
+        raise argparse.ArgumentTypeError(f"{value!r}: a folder name under --data-root, such as mvtec_ad_grid_mini")
+    return value
+
+
 def budget(tier: str) -> int:
     """Seconds of training of a tier (``short``: 300, ``long``: 1200, ``60s``: 60)."""
     return TIERS[tier] if tier in TIERS else int(tier.removesuffix("s"))
@@ -452,14 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grid", choices=GRIDS, default="small")
     run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
-    run.add_argument("--datasets", nargs="+", metavar="DATASET",
+    run.add_argument("--datasets", nargs="+", metavar="DATASET", type=dataset_arg,
                      help="folders under --data-root in MVTec AD layout (default: the grid's six); our variants "
                      "need configs/data/<DATASET>.yaml")  # fmt: skip
     run.add_argument("--seeds", nargs="+", type=int)
     run.add_argument("--rerun-failed", action="store_true")
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
     cell.add_argument("model", choices=(*OURS, *PEERS))
-    cell.add_argument("dataset")
+    cell.add_argument("dataset", type=dataset_arg)
     cell.add_argument("seed", type=int)
     cell.add_argument("tier", type=tier_arg)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")

@@ -218,6 +218,10 @@ def test_a_dataset_of_ones_own(tmp_path: Path, capsys) -> None:
     root, out = constructed_dataset(tmp_path / "data", "my_parts"), tmp_path / "compare"
     args = ["--datasets", "my_parts", "--seeds", "42", "--data-root", str(root), "--out", str(out)]
 
+    for bad in ("data/my_parts", "../my_parts", ".."):  # a cell folder outside cells/<tier>/
+        with pytest.raises(SystemExit):
+            main(["run", "--datasets", bad])
+        assert f"argument --datasets: {bad!r}: a folder name under --data-root" in capsys.readouterr().err
     assert main(["run", "--models", "Padim", "ssim_ae", *args]) == 2  # before any cell runs
     assert "configs/data/my_parts.yaml missing" in capsys.readouterr().out and not out.exists()
     assert main(["run", "--models", "Padim", *args]) == 0
