@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
     run.add_argument("--datasets", nargs="+", metavar="DATASET", type=dataset_arg,
-                     help="folders under --data-root in MVTec AD layout (default: the grid's six); our variants "
+                     help="folders under --data-root in MVTec AD layout (default: the grid's); our variants "
                      "need configs/data/<DATASET>.yaml")  # fmt: skip
     run.add_argument("--seeds", nargs="+", type=int)
     run.add_argument("--rerun-failed", action="store_true")

@@ -64,15 +64,15 @@ def origins(cells: list[dict], commits: bool = True) -> str:
 
     Training budgets are wall time, so the text warns when models that train ran on more than one machine."""
     machines = Counter(c.get("machine") or "machine not recorded" for c in cells)
+    text = "Cells ran on " + "; ".join(f"{m} ({n} cell{'s' * (n > 1)})" for m, n in machines.most_common())
     dates = sorted({c["date"] for c in cells if c.get("date")})
-    text = "Cells ran on " + "; ".join(f"{machine} ({n} cells)" for machine, n in machines.most_common())
-    text += f", {dates[0]} to {dates[-1]}" if dates else ""
+    text += f", {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") if dates else ""
     found = sorted({c["commit"] for c in cells if c.get("commit")})
     if found:
         text += f", at commits {', '.join(found)}" if commits else f", at {len(found)} commit(s) (listed in the CSV)"
     text += "."
-    trained = {c.get("machine") for c in cells
-               if c["status"] == "ok" and (c["model"] in OURS or PEERS.get(c["model"], ({}, 0, False))[2])}  # fmt: skip
+    trained = {c["machine"] for c in cells if c["status"] == "ok" and c.get("machine")
+               and (c["model"] in OURS or PEERS.get(c["model"], ({}, 0, False))[2])}  # fmt: skip
     if len(trained) > 1:
         text += " Warning: models that train ran on more than one machine, and their budget is wall time."
     return text

@@ -14,9 +14,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _run(*command: str) -> str:
+    """A command's output, empty where it cannot run (no git, no lscpu): provenance never stops a benchmark."""
+    try:
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
 def describe() -> str:
     """E.g. ``AMD EPYC · 2 cores · flags ['avx2'] · torch 2.14.1 · Python 3.11.7``."""
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    cpu = _run("lscpu")
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "?")
     flags = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f" {f}" in cpu]
     return (
@@ -26,20 +34,16 @@ def describe() -> str:
 
 
 def commit() -> str:
-    """The repository's short commit hash (empty outside a git checkout)."""
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
+    """The repository's short commit hash (empty outside a git checkout or without git)."""
+    return _run("git", "rev-parse", "--short", "HEAD")
 
 
 def code_commit() -> str:
-    """:func:`commit`, marked ``+modified`` when the code (not the results) differs from it: what a result ran on."""
-    changed = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", "anomalib_ssimae", "benchmarks", "configs", "pyproject.toml",
-         ":(exclude)benchmarks/results"],
-        cwd=REPO, capture_output=True, check=False,
-    ).returncode  # fmt: skip
-    return commit() + ("+modified" if changed == 1 else "")
+    """:func:`commit`, marked ``+modified`` when the code (not the results) differs from it, new files included:
+    what a result ran on."""
+    changed = _run("git", "status", "--porcelain", "--", "anomalib_ssimae", "benchmarks", "configs", "pyproject.toml",
+                   ":(exclude)benchmarks/results")  # fmt: skip
+    return commit() + ("+modified" if changed else "")
 
 
 def versions() -> str:

@@ -53,7 +53,7 @@ def test_report_from_cells(tmp_path: Path) -> None:
     table = (out / "short.md").read_text()
     assert "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 |" in table  # mean ± sample sd of two seeds
     assert "| Padim (1) | 0.576 | 0.697 |" in table
-    assert ("Cells ran on machine not recorded (3 cells); CPU A · 2 cores (2 cells); CPU B · 2 cores (1 cells), "
+    assert ("Cells ran on machine not recorded (3 cells); CPU A · 2 cores (2 cells); CPU B · 2 cores (1 cell), "
             "2026-11-01 to 2026-11-02, at commits abc1234, def5678+modified.\n") in table  # fmt: skip
     assert "4 cells: 0.2 h of training and testing" in table  # 4 x 180 s; the failed cell has no time
     assert table.count("| 1500 | 2.35 M |") == 2 and "| 1500 ± 0 | 2.35 M |" in table  # peak RSS MB, parameters
@@ -98,7 +98,9 @@ def test_margins_judge_gaps_by_spread() -> None:
 def test_origins_warn_when_training_ran_on_two_machines() -> None:
     """Training budgets are wall time: a faster machine trains more steps, so mixed machines must be visible."""
     cells = [cell("ssim_ae", 42, 0.8, 0.9, machine="A"), cell("Padim", 42, 0.6, 0.7, machine="B")]
-    assert origins(cells) == "Cells ran on A (1 cells); B (1 cells)."  # PaDiM makes one pass: no budget
+    assert origins(cells) == "Cells ran on A (1 cell); B (1 cell)."  # PaDiM makes one pass: no budget
+    cells.append(cell("ssim_dae", 42, 0.8, 0.9, date="2026-11-30"))  # an old record: where it ran is not known
+    assert origins(cells) == "Cells ran on A (1 cell); B (1 cell); machine not recorded (1 cell), 2026-11-30."
     cells.append(cell("Fastflow", 42, 0.6, 0.7, machine="B"))
     assert origins(cells).endswith(
         " Warning: models that train ran on more than one machine, and their budget is wall time."

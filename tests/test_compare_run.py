@@ -213,6 +213,7 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     assert "# Comparison, 10s tier (10 s of training for models that train)" in (out / "10s.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_dataset_of_ones_own(tmp_path: Path, capsys) -> None:
     """Any MVTec-layout folder under --data-root can be compared; our variants first ask for its data config."""
     root, out = constructed_dataset(tmp_path / "data", "my_parts"), tmp_path / "compare"
@@ -227,3 +228,22 @@ def test_a_dataset_of_ones_own(tmp_path: Path, capsys) -> None:
     assert main(["run", "--models", "Padim", *args]) == 0
     record = json.loads(cell_path(out, "short", "my_parts", "Padim", 42).read_text())
     assert record["image_AUROC"] == 1.0 and record["pixel_AUROC"] > 0.99  # the squares stand out
+
+
+def test_provenance_marks_new_code_and_survives_without_git(tmp_path: Path, monkeypatch) -> None:
+    """A new data config is code the cell ran on; and a machine without git or lscpu still runs its cells."""
+    import machine
+
+    repo = tmp_path / "repo"
+    (repo / "configs/data").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "c"]):
+        subprocess.run(git + command, check=True)
+    monkeypatch.setattr(machine, "REPO", repo)
+    head = machine.commit()
+    assert len(head) >= 7 and machine.code_commit() == head
+    (repo / "configs/data/my_parts.yaml").write_text("model: {}\n")  # untracked: git diff alone would miss it
+    assert machine.code_commit() == head + "+modified"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert machine.code_commit() == "" and machine.describe().startswith("? · ")
