@@ -39,10 +39,10 @@ def commit() -> str:
 
 
 def code_commit() -> str:
-    """:func:`commit`, marked ``+modified`` when the code (not the results) differs from it, new files included:
-    what a result ran on."""
+    """:func:`commit`, marked ``+modified`` when the code (not results or Markdown) differs from it, new files
+    included: what a result ran on."""
     changed = _run("git", "status", "--porcelain", "--", "anomalib_ssimae", "benchmarks", "configs", "pyproject.toml",
-                   ":(exclude)benchmarks/results")  # fmt: skip
+                   ":(exclude)benchmarks/results", ":(exclude)*.md")  # fmt: skip
     return commit() + ("+modified" if changed else "")
 
 

@@ -242,6 +242,7 @@ def test_provenance_marks_new_code_and_survives_without_git(tmp_path: Path, monk
         subprocess.run(git + command, check=True)
     monkeypatch.setattr(machine, "REPO", repo)
     head = machine.commit()
+    (repo / "configs/README.md").write_text("notes\n")  # documentation is not code
     assert len(head) >= 7 and machine.code_commit() == head
     (repo / "configs/data/my_parts.yaml").write_text("model: {}\n")  # untracked: git diff alone would miss it
     assert machine.code_commit() == head + "+modified"
