@@ -4,6 +4,7 @@
     python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~16 h on 2 cores
     python benchmarks/compare.py run --grid full --tier long # 20-minute training budget, ~47 h on 2 cores
     python benchmarks/compare.py run --grid small --tier 600s # a budget of your own, in seconds (cells/600s/)
+    python benchmarks/compare.py run --grid full --match-steps # on another machine: the wall-clock cells' steps
     python benchmarks/compare.py report                      # CSV, Markdown, plots, README section
 
 Each cell (model, dataset, seed, tier) runs in its own process and writes one JSON file under
@@ -27,6 +28,12 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   the recipe of their configs, with the cosine schedule fitted to the cap. The memory-bank models make their one
   pass (their short-tier cell serves every tier); PatchCore uses at most 100 training images (so that its coreset
   search stays within minutes on 2 cores);
+- another machine: a wall-clock budget buys another number of steps on another CPU, so cells run there are not
+  comparable with the grid's. ``--match-steps`` trains each cell for the optimiser steps of the same model's
+  wall-clock cells on the same dataset and tier (the most any seed reached: sharing the CPU only lowers it), with
+  ``max_steps`` instead of ``max_time`` (:func:`reference_steps`). A wall-clock cell that reached fewer than
+  :data:`STARVED` of its best sibling's steps lost its budget to something else on the CPU: the report leaves it
+  out of the means and lists it, and ``--rerun-starved`` reruns it (the old record kept as ``seed<N>.json.starved``);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -84,6 +91,7 @@ GRIDS = {
 }
 TIERS = {"short": 300, "long": 1200}  # seconds of training for models that train
 PATCHCORE_MAX_TRAIN = 100
+STARVED = 0.75  # share of the best sibling's steps below which a wall-clock cell was starved (seen: <= 0.50 vs >= 0.87)
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load_state_dict_from_hf tries, in order
 
 
@@ -107,6 +115,11 @@ def dataset_arg(value: str) -> str:
 def budget(tier: str) -> int:
     """Seconds of training of a tier (``short``: 300, ``long``: 1200, ``60s``: 60)."""
     return TIERS[tier] if tier in TIERS else int(tier.removesuffix("s"))
+
+
+def trains(model: str) -> bool:
+    """Whether a model has a training budget (ours and Fastflow, ReverseDistillation, Cflow), not one pass."""
+    return model in OURS or PEERS.get(model, ({}, 0, False))[2]  # an unknown model folder: no budget known
 
 
 def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrained: bool = False) -> Path:
@@ -160,6 +173,38 @@ def read_cell(path: Path) -> dict:
                   "seed": int(seed) if seed.isdigit() else seed, "pretrained": model.endswith("-pretrained"),
                   "status": "failed", "error": f"unreadable cell record {path}: {error}"}  # fmt: skip
     return record
+
+
+def step_budget(record: dict) -> int | None:
+    """The ``max_steps`` a cell trained under (``--match-steps``), or None for a wall-clock cell (old records too)."""
+    return (record.get("budget") or {}).get("max_steps")
+
+
+def wall_clock_cells(folder: Path) -> list[dict]:
+    """The finished wall-clock cells of one model on one dataset and tier (``cells/<tier>/<dataset>/<model>``)."""
+    records = [read_cell(p) for p in sorted(folder.glob("seed*.json"))]
+    return [r for r in records if r["status"] == "ok" and step_budget(r) is None and r.get("steps")]
+
+
+def reference_steps(folder: Path) -> dict | None:
+    """The step budget ``--match-steps`` gives a cell of ``folder``: the most optimiser steps any of its wall-clock
+    cells reached (sharing the CPU only lowers a count), and where that count came from. None if there is no such
+    cell."""
+    cells = wall_clock_cells(folder)
+    if not cells:
+        return None
+    best = max(cells, key=lambda r: r["steps"])
+    where = best.get("machine") or "machine not recorded"
+    return {"max_steps": best["steps"], "steps_from": f"seed {best['seed']}, {best.get('train_s', '?')} s on {where}"}
+
+
+def starved(record: dict, siblings: list[dict]) -> bool:
+    """A wall-clock cell that trained fewer than :data:`STARVED` of the steps of its best sibling (same model,
+    dataset, tier): its budget went to something else on the CPU, so it does not measure the model at that budget."""
+    if record["status"] != "ok" or step_budget(record) is not None or not record.get("steps"):
+        return False
+    best = max((s["steps"] for s in siblings if step_budget(s) is None and s.get("steps")), default=0)
+    return record["steps"] < STARVED * best
 
 
 def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
@@ -242,8 +287,12 @@ def check_split(datamodule, folder: Path) -> None:
         raise ValueError(msg)
 
 
-def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Path, pretrained: bool) -> dict:
-    """Train and test one cell in this process; returns its record (metrics, times, memory, per-image scores)."""
+def run_cell(
+    model_name: str, dataset: str, seed: int, tier: str, data_root: Path, pretrained: bool, steps: dict | None = None
+) -> dict:
+    """Train and test one cell in this process; returns its record (metrics, times, memory, per-image scores).
+
+    ``steps`` (from :func:`reference_steps`) replaces the wall-clock cap of a model that trains by ``max_steps``."""
     import torch
     from anomalib.callbacks import ModelCheckpoint
     from anomalib.data import MVTecAD
@@ -323,7 +372,8 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
         accelerator="cpu",
         devices=1,
         max_epochs=1000 if trains else 1,
-        max_time={"seconds": budget(tier)} if trains else None,
+        max_steps=steps["max_steps"] if trains and steps else -1,
+        max_time={"seconds": budget(tier)} if trains and not steps else None,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_progress_bar=False,
@@ -346,6 +396,7 @@ def run_cell(model_name: str, dataset: str, seed: int, tier: str, data_root: Pat
         "test_images": test_time[1],
         "epochs": model.trainer.current_epoch,
         "steps": model.trainer.global_step,
+        "budget": ({**steps} if steps else {"max_time_s": budget(tier)}) if trains else {"one_pass": True},
         "train_s": round(train_s, 1),
         "test_wall_s": round(test_wall, 1),
         "test_ms_per_image": round(1000 * test_time[0] / max(test_time[1], 1), 1),
@@ -406,6 +457,15 @@ def run_grid(args: argparse.Namespace) -> int:
               "configs/data/*.yaml and set image_size, in_channels and category)")  # fmt: skip
         return 2
     cells = [(d, m, s) for d in datasets for m in models for s in seeds]
+    if args.match_steps:  # one clear error before anything runs, not a failed cell per seed
+        pairs = {(d, m) for d, m, s in cells if trains(m) and not cell_path(args.out, args.tier, d, m, s).exists()}
+        lacking = sorted(
+            f"{d}/{m}" for d, m in pairs if reference_steps(args.out / "cells" / args.tier / d / m) is None
+        )
+        if lacking:
+            print(f"--match-steps: no wall-clock cell in {args.out / 'cells' / args.tier} to take the steps from for "
+                  f"{', '.join(lacking)}; run those without --match-steps first")  # fmt: skip
+            return 2
     failed = []
     for index, (dataset, model, seed) in enumerate(cells, 1):
         pretrained = bool(args.hf_cache) and model in PEERS
@@ -414,11 +474,18 @@ def run_grid(args: argparse.Namespace) -> int:
         name = (f"{model} (pretrained)" if pretrained else model) + (f" ({tier} tier)" if tier != args.tier else "")
         if path.exists():
             record = read_cell(path)
-            if record["status"] == "ok" or not args.rerun_failed:
+            stale = args.rerun_starved and starved(record, wall_clock_cells(path.parent))
+            if not stale and (record["status"] == "ok" or not args.rerun_failed):
                 print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {record['status']}, kept", flush=True)
                 if record["status"] != "ok":
                     failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
+            if stale:  # kept beside the new record, under a name the report does not read
+                kept = next(path.with_name(f"{path.name}.starved{'' if i == 1 else f'-{i}'}") for i in range(1, 99)
+                            if not path.with_name(f"{path.name}.starved{'' if i == 1 else f'-{i}'}").exists())  # fmt: skip
+                path.replace(kept)
+                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: starved ({record['steps']} steps), "
+                      f"kept as {kept.name}", flush=True)  # fmt: skip
         print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed} ...", flush=True)
         path.unlink(missing_ok=True)  # a failed record being retried
         log = path.with_suffix(".log")
@@ -426,16 +493,19 @@ def run_grid(args: argparse.Namespace) -> int:
         command = [sys.executable, __file__, "cell", model, dataset, str(seed), tier]
         command += ["--data-root", str(args.data_root), "--out", str(args.out)]
         command += ["--hf-cache", str(args.hf_cache)] if args.hf_cache else []
+        matched = args.match_steps and trains(model)
+        command += ["--match-steps"] if matched else []
+        limit = budget(tier) * (4 if matched else 1) + 1800  # a slower machine takes longer for the same steps
         start = time.time()
         with log.open("w") as handle:
-            code = run_child(command, handle, budget(tier) + 1800)
+            code = run_child(command, handle, limit)
         if not path.exists():  # the cell died before writing its record
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             last = next(
                 (line for line in reversed(tail) if "Error" in line or "error" in line), tail[-1] if tail else ""
             )
             if code == "timeout":
-                how = f"timed out after {budget(tier) + 1800} s"
+                how = f"timed out after {limit} s"
             else:
                 how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             error = f"{how}; log {log}: {last.strip() or 'no output'}"
@@ -464,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                      "need configs/data/<DATASET>.yaml")  # fmt: skip
     run.add_argument("--seeds", nargs="+", type=int)
     run.add_argument("--rerun-failed", action="store_true")
+    run.add_argument("--rerun-starved", action="store_true",
+                     help=f"rerun wall-clock cells that trained fewer than {STARVED:.0%} of their best sibling's "
+                     "steps (the CPU was shared); the old record is kept as seed<N>.json.starved")  # fmt: skip
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
     cell.add_argument("model", choices=(*OURS, *PEERS))
     cell.add_argument("dataset", type=dataset_arg)
@@ -480,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, cell, report):
         p.add_argument("--out", type=Path, default=OUT)
     for p in (run, cell):
+        p.add_argument("--match-steps", action="store_true",
+                       help="train for the optimiser steps of the same model's wall-clock cells (dataset, tier) "
+                       "instead of for the tier's seconds: for cells run on another machine")  # fmt: skip
         p.add_argument(
             "--data-root",
             type=Path,
@@ -507,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         weights = use_hf_cache(args.hf_cache, {PEERS[args.model][0]["backbone"]}) if pretrained else {}
         origin = provenance()  # after use_hf_cache (it imports huggingface_hub), before training: fails at once
-        record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, pretrained)
+        steps = reference_steps(path.parent) if args.match_steps and trains(args.model) else None
+        if args.match_steps and trains(args.model) and steps is None:
+            raise ValueError(f"--match-steps: no wall-clock cell in {path.parent} to take the steps from")
+        record = run_cell(args.model, args.dataset, args.seed, args.tier, args.data_root, pretrained, steps)
         if weights:  # the snapshot the backbone came from: models--timm--resnet18.a1_in1k/snapshots/<hash>/<file>
             record["weights"] = [str(p.relative_to(args.hf_cache.expanduser().resolve())) for p in weights.values()]
         record |= origin

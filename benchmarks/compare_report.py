@@ -21,13 +21,14 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from compare import GRIDS, NOT_RUN, OURS, OUT, PEERS, REPO, budget, cell_tier, read_cell
+from compare import GRIDS, NOT_RUN, OURS, OUT, REPO, STARVED, budget, cell_tier, read_cell, starved, step_budget, trains
 from machine import commit, describe, versions
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
            "test_images", *METRICS, "train_s", "test_wall_s", "test_ms_per_image", "peak_rss_mb", "parameters",
-           "error", "date", "commit", "machine")  # fmt: skip
+           "budget", "starved", "error", "date", "commit", "machine")  # fmt: skip
+TIMES = ("train_s", "test_ms_per_image")  # machine-bound: summarised over the main machine's cells only
 CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
     "hazelnut_toy": "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test)",
@@ -59,10 +60,26 @@ def stamp() -> str:
     return f"{datetime.date.today()} · {describe()} · {versions()} · commit {commit() or '?'}"
 
 
+def main_machine(cells: list[dict]) -> str | None:
+    """The machine most cells ran on: the times in the tables are its (another CPU runs at another speed)."""
+    machines = Counter(c["machine"] for c in cells if c.get("machine"))
+    return machines.most_common(1)[0][0] if machines else None
+
+
+def budget_text(cell: dict) -> str:
+    """``300 s`` (wall clock), ``3789 steps`` (``--match-steps``) or ``one pass``, for the CSV."""
+    if cell["status"] != "ok":
+        return ""
+    if step_budget(cell) is not None:
+        return f"{step_budget(cell)} steps"
+    return f"{budget(cell['tier'])} s" if trains(cell["model"]) else "one pass"
+
+
 def origins(cells: list[dict], commits: bool = True) -> str:
     """Where the cells ran (from their records): machines with their cell counts, dates, the code commits.
 
-    Training budgets are wall time, so the text warns when models that train ran on more than one machine."""
+    Wall-clock budgets buy different steps on different CPUs, so the text warns when wall-clock cells of models that
+    train ran on more than one machine, and names the cells that trained for a step count instead."""
     machines = Counter(c.get("machine") or "machine not recorded" for c in cells)
     text = "Cells ran on " + "; ".join(f"{m} ({n} cell{'s' * (n > 1)})" for m, n in machines.most_common())
     dates = sorted({c["date"] for c in cells if c.get("date")})
@@ -71,10 +88,18 @@ def origins(cells: list[dict], commits: bool = True) -> str:
     if found:
         text += f", at commits {', '.join(found)}" if commits else f", at {len(found)} commit(s) (listed in the CSV)"
     text += "."
-    trained = {c["machine"] for c in cells if c["status"] == "ok" and c.get("machine")
-               and (c["model"] in OURS or PEERS.get(c["model"], ({}, 0, False))[2])}  # fmt: skip
-    if len(trained) > 1:
+    ok = [c for c in cells if c["status"] == "ok" and trains(c["model"])]
+    wall = {c["machine"] for c in ok if c.get("machine") and step_budget(c) is None}
+    if len(wall) > 1:
         text += " Warning: models that train ran on more than one machine, and their budget is wall time."
+    matched = [c for c in ok if step_budget(c) is not None]
+    if matched:
+        where = Counter(c.get("machine") or "machine not recorded" for c in matched).most_common(1)[0][0]
+        text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
+                 "model's wall-clock cells (`--match-steps`), not for the seconds.")  # fmt: skip
+    main = main_machine(cells)
+    if main and any(c.get("machine") not in (main, None) for c in cells if c["status"] == "ok"):
+        text += f" Train and test times are those of the {main.split(' · ')[0]} cells."
     return text
 
 
@@ -86,8 +111,13 @@ def load_cells(out: Path, tier: str) -> list[dict]:
              for p in sorted((out / "cells" / folder).glob("*/*/seed*.json"))
              if cell_tier(p.parent.name.removesuffix("-pretrained"), tier) == folder]  # fmt: skip
     cells = [read_cell(p) for p in paths]
-    for cell in cells:
+    folders = defaultdict(list)
+    for path, cell in zip(paths, cells, strict=True):
+        folders[path.parent].append(cell)
+    for path, cell in zip(paths, cells, strict=True):
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
+        cell["starved"] = starved(cell, folders[path.parent])  # left out of the means, listed
+        cell["budget_text"] = budget_text(cell)  # the CSV's budget column
     return cells
 
 
@@ -104,13 +134,15 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float,
     """(model, dataset) -> metric -> (mean, sample standard deviation or 0 for one seed, seeds)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for cell in cells:
-        if cell["status"] == "ok":
+        if cell["status"] == "ok" and not cell.get("starved"):
             groups[cell["label"], cell["dataset"]].append(cell)
+    main = main_machine(cells)
     summary = {}
     for key, runs in groups.items():
         summary[key] = {}
         for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb", "parameters"):
-            values = [run[metric] for run in runs if run.get(metric) is not None and not math.isnan(run[metric])]
+            timed = [run for run in runs if metric not in TIMES or run.get("machine") in (main, None)]
+            values = [run[metric] for run in timed if run.get(metric) is not None and not math.isnan(run[metric])]
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 summary[key][metric] = (statistics.fmean(values), spread, len(values))
@@ -164,6 +196,14 @@ def markdown(cells: list[dict], tier: str) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines += ["## Wins and losses", "", MARGIN_NOTE, "", *margins(cells), ""]
+    hungry = [c for c in cells if c.get("starved")]
+    if hungry:
+        lines += ["## Starved cells, left out of the means", "",
+                  (f"Wall-clock cells that trained fewer than {STARVED:.0%} of the steps of their best seed (the "
+                   "CPU was shared while they ran); `compare.py run --rerun-starved` reruns them."), ""]  # fmt: skip
+        lines += [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {c['steps']} steps in {c['train_s']} s"
+                  for c in hungry]  # fmt: skip
+        lines.append("")
     failures = [c for c in cells if c["status"] != "ok"]
     lines += ["## Failures", ""]
     lines += [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {c.get('error', '?')}" for c in failures] or [
@@ -306,14 +346,16 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
+    main = main_machine(cells)
     for model in models:
         points = [(c["train_s"], c["pixel_AUROC"]) for c in cells
-                  if c["label"] == model and c["status"] == "ok" and c.get("pixel_AUROC") is not None]  # fmt: skip
+                  if c["label"] == model and c["status"] == "ok" and c.get("pixel_AUROC") is not None
+                  and c.get("machine") in (main, None) and not c.get("starved")]  # fmt: skip
         if points:
             ax.scatter(*zip(*points, strict=True), label=model, s=18, marker="o" if model in OURS else "^")
     ax.set_xlabel("training wall time, s")
     ax.set_ylabel("pixel AUROC")
-    ax.set_title(f"every cell, {tier} tier", fontsize=9)
+    ax.set_title(f"every cell on the main machine, {tier} tier", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.text(0.01, 0.01, stamp(), fontsize=5)
@@ -346,7 +388,7 @@ def report(out: Path, tier: str, readme: Path | None) -> int:
         handle.write(f"# {stamp()}\n")
         writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(cells)
+        writer.writerows({**c, "budget": c["budget_text"]} for c in cells)
     (out / f"{tier}.md").write_text(markdown(cells, tier))
     written = plots(cells, out, tier)
     if readme is not None:

@@ -209,8 +209,17 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     # PaDiM's maps must meet the masks where they are: the squares stand out even to a random-weight backbone
     assert peer["image_AUROC"] == 1.0 and peer["pixel_AUROC"] > 0.99 and peer["pixel_AUPRO"] > 0.99
     assert "paper_AUROC" not in peer and peer["pretrained"] is False
+    # another machine's seed: the steps of the wall-clock cell, exactly (within an image batch too), not the seconds
+    more = ["--tier", "10s", "--models", "ssim_ae", "--datasets", "mvtec_ad_grid_mini", "--seeds", "43"]
+    assert main(["run", *more, "--match-steps", "--data-root", str(root), "--out", str(out)]) == 0
+    matched = json.loads(cell_path(out, "10s", "mvtec_ad_grid_mini", "ssim_ae", 43).read_text())
+    assert matched["steps"] == ours["steps"] and matched["budget"]["max_steps"] == ours["steps"]
+    assert matched["budget"]["steps_from"] == f"seed 42, {ours['train_s']} s on {ours['machine']}"
+    assert ours["budget"] == {"max_time_s": 10} and peer["budget"] == {"one_pass": True}
     assert report(out, "10s", None) == 0
-    assert "# Comparison, 10s tier (10 s of training for models that train)" in (out / "10s.md").read_text()
+    table = (out / "10s.md").read_text()
+    assert "# Comparison, 10s tier (10 s of training for models that train)" in table
+    assert "1 cell(s) of models that train ran on" in table and "| ssim_ae (2) |" in table
 
 
 @pytest.mark.slow
@@ -248,3 +257,45 @@ def test_provenance_marks_new_code_and_survives_without_git(tmp_path: Path, monk
     assert machine.code_commit() == head + "+modified"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert machine.code_commit() == "" and machine.describe().startswith("? · ")
+
+
+def test_rerun_starved_and_match_steps(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--match-steps`` needs a wall-clock cell to take the steps from (one clear error before any cell), passes
+    itself to the cells of models that train only; ``--rerun-starved`` keeps the starved record beside the new one."""
+    import compare
+
+    out, root = tmp_path / "compare", tmp_path / "data"
+    (root / "mvtec_ad_grid_mini").mkdir(parents=True)
+    ok = {"dataset": "mvtec_ad_grid_mini", "tier": "short", "status": "ok", "train_s": 300.0}
+    for seed, steps in ((42, 900), (43, 3600)):
+        compare.write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", seed),
+                           {**ok, "model": "ssim_ae", "seed": seed, "steps": steps})  # fmt: skip
+    commands = []
+
+    def fake(command: list[str], log, timeout: float) -> int:
+        commands.append((command[3:6], "--match-steps" in command, timeout))
+        model, dataset, seed = command[3:6]
+        compare.write_json(cell_path(out, cell_tier(model, "short"), dataset, model, int(seed)),
+                           {**ok, "model": model, "seed": int(seed), "steps": 3600})  # fmt: skip
+        return 0
+
+    monkeypatch.setattr(compare, "run_child", fake)
+    args = ["run", "--datasets", "mvtec_ad_grid_mini", "--data-root", str(root), "--out", str(out), "--match-steps"]
+    assert main([*args, "--models", "ssim_ae", "Fastflow", "--seeds", "42", "43"]) == 2  # Fastflow has no reference
+    assert capsys.readouterr().out == (
+        f"--match-steps: no wall-clock cell in {out / 'cells/short'} to take the steps from for "
+        "mvtec_ad_grid_mini/Fastflow; run those without --match-steps first\n"
+    )
+    assert commands == []
+    assert main([*args, "--models", "ssim_ae", "Padim", "--seeds", "42", "43", "44", "--rerun-starved"]) == 0
+    assert commands == [  # seed 42 starved (900 < 0.75 x 3600), 43 kept, 44 new; PaDiM makes one pass: no steps
+        (["ssim_ae", "mvtec_ad_grid_mini", "42"], True, 4 * 300 + 1800),
+        (["ssim_ae", "mvtec_ad_grid_mini", "44"], True, 4 * 300 + 1800),
+        (["Padim", "mvtec_ad_grid_mini", "42"], False, 300 + 1800),
+        (["Padim", "mvtec_ad_grid_mini", "43"], False, 300 + 1800),
+        (["Padim", "mvtec_ad_grid_mini", "44"], False, 300 + 1800),
+    ]
+    path = cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42)
+    assert json.loads(path.with_name("seed42.json.starved").read_text())["steps"] == 900  # nothing lost
+    assert json.loads(path.read_text())["steps"] == 3600
+    assert "seed 42: starved (900 steps), kept as seed42.json.starved" in capsys.readouterr().out

@@ -173,3 +173,21 @@ def test_max_time_stops_inside_an_image_batch(tmp_path: Path) -> None:
     engine.fit(model, datamodule=datamodule)
     assert time.perf_counter() - start < 30
     assert 0 < engine.trainer.global_step < 1000  # of 12,500 steps in the epoch
+
+
+def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
+    """``trainer.max_steps`` is exact: before, the whole image batch ran (``max_steps: 3789`` trained 4375 steps, the
+    last ones at learning rate 0, since the cosine schedule ends at max_steps)."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], lr_schedule="cosine", warmup_crops=8,
+                   visualizer=False)  # fmt: skip
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
+    engine = Engine(
+        accelerator="cpu", devices=1, logger=False, max_epochs=1, max_steps=7, limit_val_batches=0,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    engine.fit(model, datamodule=datamodule)
+    assert engine.trainer.global_step == 7  # of 1000 in the epoch's one image batch
+    assert model._schedule.factor.total == 7  # the schedule ends where training does

@@ -33,6 +33,7 @@ from anomalib_ssimae.components.schedule import (
     CosineLearningRate,
     check_schedule,
     max_time_timer,
+    steps_are_up,
     time_is_up,
     updates_for_images,
 )
@@ -411,7 +412,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen += len(images)
         loss = None
         for _ in range(steps):
-            if time_is_up(self._timer):  # not only at the end of the image batch (see on_fit_start)
+            if time_is_up(self._timer) or steps_are_up(self.trainer):  # not only at the end of the image batch
                 break
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
