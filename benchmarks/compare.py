@@ -480,10 +480,13 @@ def run_grid(args: argparse.Namespace) -> int:
                 if record["status"] != "ok":
                     failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
-            if stale:  # kept beside the new record, under a name the report does not read
-                kept = next(path.with_name(f"{path.name}.starved{'' if i == 1 else f'-{i}'}") for i in range(1, 99)
+            if stale:  # kept beside the new record (with its log), under a name the report does not read
+                tail = next(f".starved{'' if i == 1 else f'-{i}'}" for i in range(1, 99)
                             if not path.with_name(f"{path.name}.starved{'' if i == 1 else f'-{i}'}").exists())  # fmt: skip
+                kept = path.with_name(path.name + tail)
                 path.replace(kept)
+                if path.with_suffix(".log").exists():
+                    path.with_suffix(".log").replace(path.with_name(f"{path.stem}.log{tail}"))
                 print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: starved ({record['steps']} steps), "
                       f"kept as {kept.name}", flush=True)  # fmt: skip
         print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed} ...", flush=True)

@@ -270,6 +270,9 @@ def test_rerun_starved_and_match_steps(tmp_path: Path, monkeypatch, capsys) -> N
     for seed, steps in ((42, 900), (43, 3600)):
         compare.write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", seed),
                            {**ok, "model": "ssim_ae", "seed": seed, "steps": steps})  # fmt: skip
+    cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42).with_suffix(".log").write_text(
+        "the starved cell's log\n"
+    )
     commands = []
 
     def fake(command: list[str], log, timeout: float) -> int:
@@ -299,3 +302,4 @@ def test_rerun_starved_and_match_steps(tmp_path: Path, monkeypatch, capsys) -> N
     assert json.loads(path.with_name("seed42.json.starved").read_text())["steps"] == 900  # nothing lost
     assert json.loads(path.read_text())["steps"] == 3600
     assert "seed 42: starved (900 steps), kept as seed42.json.starved" in capsys.readouterr().out
+    assert path.with_name("seed42.log.starved").read_text() == "the starved cell's log\n"
