@@ -32,8 +32,9 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   comparable with the grid's. ``--match-steps`` trains each cell for the optimiser steps of the same model's
   wall-clock cells on the same dataset and tier (the most any seed reached: sharing the CPU only lowers it), with
   ``max_steps`` instead of ``max_time`` (:func:`reference_steps`). A wall-clock cell that reached fewer than
-  :data:`STARVED` of its best sibling's steps lost its budget to something else on the CPU: the report leaves it
-  out of the means and lists it, and ``--rerun-starved`` reruns it (the old record kept as ``seed<N>.json.starved``);
+  :data:`STARVED` of the steps of its best sibling on the same machine lost its budget to something else on the
+  CPU: the report leaves it out of the means and lists it, and ``--rerun-starved`` reruns it (the old record and
+  log kept as ``seed<N>.json.starved`` and ``seed<N>.log.starved``);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -130,7 +132,7 @@ def cell_path(out: Path, tier: str, dataset: str, model: str, seed: int, pretrai
 def cell_tier(model: str, tier: str) -> str:
     """The tier a cell is run and stored under: the one-pass models (PaDiM, PatchCore, DFM) have no training budget,
     so their short-tier cell serves every tier (a long-tier grid neither reruns nor duplicates them)."""
-    return "short" if model in PEERS and not PEERS[model][2] else tier
+    return "short" if model in PEERS and not trains(model) else tier
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -144,7 +146,8 @@ def write_json(path: Path, record: dict) -> None:
 def provenance() -> dict[str, str]:
     """Where a cell ran, stored in its record: date, machine (CPU, cores, flags, torch), code commit, versions.
 
-    Training budgets are wall time, so cells from different machines are not comparable: the report lists them."""
+    Training budgets are wall time: another machine's cells are comparable only when run with ``--match-steps``,
+    and the report lists where every cell ran."""
     import datetime
 
     from machine import code_commit, describe, versions
@@ -161,6 +164,8 @@ def read_cell(path: Path) -> dict:
             raise ValueError("not a cell record: model, dataset, seed or status missing")
         if not all(isinstance(record[key], str) for key in ("model", "dataset")) or type(record["seed"]) is not int:
             raise ValueError("not a cell record: model and dataset must be text, seed a whole number")
+        if not isinstance(record.get("budget", {}), dict) or type(record.get("steps", 0)) is not int:
+            raise ValueError("not a cell record: budget must be a mapping, steps a whole number")
         # A copied or renamed record would count one run twice and shrink the spread, or mix tiers.
         model = record["model"] + ("-pretrained" if record.get("pretrained") else "")
         said = f"{record.get('tier', path.parts[-4])}/{record['dataset']}/{model}/seed{record['seed']}.json"
@@ -180,31 +185,37 @@ def step_budget(record: dict) -> int | None:
     return (record.get("budget") or {}).get("max_steps")
 
 
+def wall_clock(records: list[dict]) -> list[dict]:
+    """The finished wall-clock cells among ``records`` that counted their steps."""
+    return [r for r in records if r["status"] == "ok" and step_budget(r) is None and r.get("steps") is not None]
+
+
 def wall_clock_cells(folder: Path) -> list[dict]:
     """The finished wall-clock cells of one model on one dataset and tier (``cells/<tier>/<dataset>/<model>``)."""
-    records = [read_cell(p) for p in sorted(folder.glob("seed*.json"))]
-    return [r for r in records if r["status"] == "ok" and step_budget(r) is None and r.get("steps")]
+    return wall_clock([read_cell(p) for p in sorted(folder.glob("seed*.json"))])
 
 
 def reference_steps(folder: Path) -> dict | None:
-    """The step budget ``--match-steps`` gives a cell of ``folder``: the most optimiser steps any of its wall-clock
-    cells reached (sharing the CPU only lowers a count), and where that count came from. None if there is no such
-    cell."""
+    """The step budget ``--match-steps`` gives a cell of ``folder``: the most optimiser steps a wall-clock cell
+    reached on the machine that ran most of them (ties: the lowest seed's), since on one machine sharing the CPU
+    only lowers a count; and where that count came from. None if there is no such cell."""
     cells = wall_clock_cells(folder)
     if not cells:
         return None
-    best = max(cells, key=lambda r: r["steps"])
+    machine = Counter(r.get("machine") for r in cells).most_common(1)[0][0]
+    best = max((r for r in cells if r.get("machine") == machine), key=lambda r: r["steps"])
     where = best.get("machine") or "machine not recorded"
     return {"max_steps": best["steps"], "steps_from": f"seed {best['seed']}, {best.get('train_s', '?')} s on {where}"}
 
 
 def starved(record: dict, siblings: list[dict]) -> bool:
-    """A wall-clock cell that trained fewer than :data:`STARVED` of the steps of its best sibling (same model,
-    dataset, tier): its budget went to something else on the CPU, so it does not measure the model at that budget."""
-    if record["status"] != "ok" or step_budget(record) is not None or not record.get("steps"):
+    """A wall-clock cell that trained fewer than :data:`STARVED` of the steps of its best sibling on the same machine
+    (same model, dataset, tier): its budget went to something else on the CPU, so it does not measure the model at
+    that budget. Another CPU's count is no yardstick: it runs at another speed."""
+    if not wall_clock([record]):
         return False
-    best = max((s["steps"] for s in siblings if step_budget(s) is None and s.get("steps")), default=0)
-    return record["steps"] < STARVED * best
+    same = [s["steps"] for s in wall_clock(siblings) if s.get("machine") == record.get("machine")]
+    return record["steps"] < STARVED * max(same, default=0)
 
 
 def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
@@ -316,11 +327,11 @@ def run_cell(
     ours = model_name in OURS
     if ours:
         model, batch, eval_batch = _our_model(model_name, dataset, seed, post, evaluator)
-        trains = True
+        training = True
     else:
         import anomalib.models
 
-        init, batch, trains = PEERS[model_name]
+        init, batch, training = PEERS[model_name]
         model = getattr(anomalib.models, model_name)(
             **init, pre_trained=pretrained, post_processor=post, evaluator=evaluator, visualizer=False
         )
@@ -371,9 +382,9 @@ def run_cell(
         default_root_dir=os.environ.get("COMPARE_WORKDIR", "/tmp/compare"),
         accelerator="cpu",
         devices=1,
-        max_epochs=1000 if trains else 1,
-        max_steps=steps["max_steps"] if trains and steps else -1,
-        max_time={"seconds": budget(tier)} if trains and not steps else None,
+        max_epochs=1000 if training else 1,
+        max_steps=steps["max_steps"] if training and steps else -1,
+        max_time={"seconds": budget(tier)} if training and not steps else None,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_progress_bar=False,
@@ -396,7 +407,7 @@ def run_cell(
         "test_images": test_time[1],
         "epochs": model.trainer.current_epoch,
         "steps": model.trainer.global_step,
-        "budget": ({**steps} if steps else {"max_time_s": budget(tier)}) if trains else {"one_pass": True},
+        "budget": ({**steps} if steps else {"max_time_s": budget(tier)}) if training else {"one_pass": True},
         "train_s": round(train_s, 1),
         "test_wall_s": round(test_wall, 1),
         "test_ms_per_image": round(1000 * test_time[0] / max(test_time[1], 1), 1),
@@ -458,10 +469,13 @@ def run_grid(args: argparse.Namespace) -> int:
         return 2
     cells = [(d, m, s) for d in datasets for m in models for s in seeds]
     if args.match_steps:  # one clear error before anything runs, not a failed cell per seed
-        pairs = {(d, m) for d, m, s in cells if trains(m) and not cell_path(args.out, args.tier, d, m, s).exists()}
-        lacking = sorted(
-            f"{d}/{m}" for d, m in pairs if reference_steps(args.out / "cells" / args.tier / d / m) is None
-        )
+        paths = [cell_path(args.out, args.tier, d, m, s, bool(args.hf_cache) and m in PEERS)
+                 for d, m, s in cells if trains(m)]  # fmt: skip
+        records = {p: read_cell(p) for p in paths if p.exists()}
+        unfinished = {p.parent for p in paths if p not in records or records[p]["status"] != "ok"
+                      or (args.rerun_starved and starved(records[p], wall_clock_cells(p.parent)))}  # fmt: skip
+        lacking = sorted(str(f.relative_to(args.out / "cells" / args.tier)) for f in unfinished
+                         if reference_steps(f) is None)  # fmt: skip
         if lacking:
             print(f"--match-steps: no wall-clock cell in {args.out / 'cells' / args.tier} to take the steps from for "
                   f"{', '.join(lacking)}; run those without --match-steps first")  # fmt: skip
@@ -481,8 +495,8 @@ def run_grid(args: argparse.Namespace) -> int:
                     failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
             if stale:  # kept beside the new record (with its log), under a name the report does not read
-                tail = next(f".starved{'' if i == 1 else f'-{i}'}" for i in range(1, 99)
-                            if not path.with_name(f"{path.name}.starved{'' if i == 1 else f'-{i}'}").exists())  # fmt: skip
+                tails = (".starved", *(f".starved-{i}" for i in range(2, 99)))
+                tail = next(t for t in tails if not path.with_name(path.name + t).exists())
                 kept = path.with_name(path.name + tail)
                 path.replace(kept)
                 if path.with_suffix(".log").exists():
@@ -539,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rerun-failed", action="store_true")
     run.add_argument("--rerun-starved", action="store_true",
                      help=f"rerun wall-clock cells that trained fewer than {STARVED:.0%} of their best sibling's "
-                     "steps (the CPU was shared); the old record is kept as seed<N>.json.starved")  # fmt: skip
+                     "steps on the same machine (the CPU was shared); the old record and log are kept as "
+                     "seed<N>.json.starved and seed<N>.log.starved")  # fmt: skip
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
     cell.add_argument("model", choices=(*OURS, *PEERS))
     cell.add_argument("dataset", type=dataset_arg)

@@ -61,18 +61,24 @@ def stamp() -> str:
 
 
 def main_machine(cells: list[dict]) -> str | None:
-    """The machine most cells ran on: the times in the tables are its (another CPU runs at another speed)."""
-    machines = Counter(c["machine"] for c in cells if c.get("machine"))
+    """The machine most finished cells of models that train ran on (of all finished cells if none train; ties: the
+    first cell's): the times in the tables are its, since another CPU runs at another speed."""
+    ok = [c for c in cells if c["status"] == "ok" and c.get("machine")]
+    machines = Counter(c["machine"] for c in [c for c in ok if trains(c["model"])] or ok)
     return machines.most_common(1)[0][0] if machines else None
 
 
 def budget_text(cell: dict) -> str:
-    """``300 s`` (wall clock), ``3789 steps`` (``--match-steps``) or ``one pass``, for the CSV."""
+    """``300 s`` (wall clock), ``3789 steps`` (``--match-steps``) or ``one pass``, for the CSV; older records have no
+    ``budget``: theirs was the tier's."""
     if cell["status"] != "ok":
         return ""
+    said = cell.get("budget") or {}
     if step_budget(cell) is not None:
         return f"{step_budget(cell)} steps"
-    return f"{budget(cell['tier'])} s" if trains(cell["model"]) else "one pass"
+    if "max_time_s" in said or (trains(cell["model"]) and not said):
+        return f"{said.get('max_time_s', budget(cell['tier']))} s"
+    return "one pass"
 
 
 def origins(cells: list[dict], commits: bool = True) -> str:
@@ -98,7 +104,7 @@ def origins(cells: list[dict], commits: bool = True) -> str:
         text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
                  "model's wall-clock cells (`--match-steps`), not for the seconds.")  # fmt: skip
     main = main_machine(cells)
-    if main and any(c.get("machine") not in (main, None) for c in cells if c["status"] == "ok"):
+    if main and any(c.get("machine") != main for c in cells if c["status"] == "ok"):
         text += f" Train and test times are those of the {main.split(' · ')[0]} cells."
     return text
 
@@ -131,7 +137,9 @@ def f1max_floor(cells: list[dict], dataset: str) -> float | None:
 
 
 def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
-    """(model, dataset) -> metric -> (mean, sample standard deviation or 0 for one seed, seeds)."""
+    """(model, dataset) -> metric -> (mean, sample standard deviation or 0 for one seed, seeds).
+
+    Finished cells only, starved ones left out; the times (:data:`TIMES`) only from :func:`main_machine`'s cells."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for cell in cells:
         if cell["status"] == "ok" and not cell.get("starved"):
@@ -141,7 +149,7 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float,
     for key, runs in groups.items():
         summary[key] = {}
         for metric in (*METRICS, "train_s", "steps", "test_ms_per_image", "peak_rss_mb", "parameters"):
-            timed = [run for run in runs if metric not in TIMES or run.get("machine") in (main, None)]
+            timed = [run for run in runs if metric not in TIMES or main is None or run.get("machine") == main]
             values = [run[metric] for run in timed if run.get(metric) is not None and not math.isnan(run[metric])]
             if values:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -276,8 +284,8 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
     lines += ["| dataset | " + " | ".join(models) + " | seeds | caveat |", "|---|" + "---|" * (len(models) + 2)]
     for dataset in datasets:
         row = [dataset]
-        seeds = sorted({c["seed"] for c in cells
-                        if c["dataset"] == dataset and c["status"] == "ok" and not c.get("pretrained")})  # fmt: skip
+        seeds = sorted({c["seed"] for c in cells if c["dataset"] == dataset and c["status"] == "ok"
+                        and not c.get("pretrained") and not c.get("starved")})  # fmt: skip
         for model in models:
             entry = summary.get((model, dataset), {})
             pixel, image = entry.get("pixel_AUROC"), entry.get("image_AUROC")
@@ -287,11 +295,14 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
             row.append(text + (f" ({n} seed{'s' * (n > 1)})" if n < len(seeds) else ""))  # fewer seeds than others
         lines.append("| " + " | ".join([*row, ", ".join(map(str, seeds)), CAVEATS.get(dataset, "")]) + " |")
     failed = sum(c["status"] != "ok" for c in cells)
+    hungry = sum(bool(c.get("starved")) for c in cells)
     full = GRIDS["full"]
-    done = {(c["model"], c["dataset"], c["seed"]) for c in cells if c["status"] == "ok" and not c.get("pretrained")}
+    done = {(c["model"], c["dataset"], c["seed"]) for c in cells
+            if c["status"] == "ok" and not c.get("pretrained") and not c.get("starved")}  # fmt: skip
     total = len(full["models"]) * len(full["datasets"]) * len(full["seeds"])
     ran = sum((m, d, s) in done for m in full["models"] for d in full["datasets"] for s in full["seeds"])
-    note = (f"{failed} failed cell(s), listed in `{where}/{tier}.md` with their errors. "
+    starved_text = f"{hungry} starved cell(s) (`--rerun-starved`) and " if hungry else ""
+    note = (f"{starved_text}{failed} failed cell(s), listed in `{where}/{tier}.md` with their errors. "
             f"–: not run yet; {ran} of the full grid's {total} cells have run "
             f"(`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}` runs the rest).")  # fmt: skip
     lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
@@ -329,7 +340,7 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for model in models:
             runs = [c for c in cells if c["dataset"] == dataset and c["label"] == model and c["status"] == "ok"]
-            runs = [c for c in runs if model in OURS and len(set(c["labels"])) == 2]
+            runs = [c for c in runs if model in OURS and len(set(c["labels"])) == 2 and not c.get("starved")]
             if runs:
                 first = min(runs, key=lambda c: c["seed"])
                 fpr, tpr, _ = roc_curve(first["labels"], first["scores"])
@@ -350,7 +361,7 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     for model in models:
         points = [(c["train_s"], c["pixel_AUROC"]) for c in cells
                   if c["label"] == model and c["status"] == "ok" and c.get("pixel_AUROC") is not None
-                  and c.get("machine") in (main, None) and not c.get("starved")]  # fmt: skip
+                  and (main is None or c.get("machine") == main) and not c.get("starved")]  # fmt: skip
         if points:
             ax.scatter(*zip(*points, strict=True), label=model, s=18, marker="o" if model in OURS else "^")
     ax.set_xlabel("training wall time, s")

@@ -107,7 +107,7 @@ def test_origins_warn_when_training_ran_on_two_machines() -> None:
     cells.append(cell("Fastflow", 42, 0.6, 0.7, machine="B"))
     assert origins(cells).endswith(
         " Warning: models that train ran on more than one machine, and their budget is wall time. Train and test "
-        "times are those of the B cells."
+        "times are those of the A cells."  # A and B ran one cell of a model that trains each: the first one's
     )
 
 
@@ -144,6 +144,7 @@ def test_copied_records_and_undefined_metrics_are_not_counted(tmp_path: Path) ->
     other_tier.parent.mkdir(parents=True)
     other_tier.write_text(first.read_text())
     write_json(first.parent / "seed45.json", cell("ssim_ae", "45", 0.8, 0.90))  # seed as text
+    write_json(first.parent / "seed46.json", cell("ssim_ae", 46, 0.8, 0.90, budget="300 s"))
 
     assert report(out, "short", None) == 0
     table = (out / "short.md").read_text()
@@ -152,6 +153,7 @@ def test_copied_records_and_undefined_metrics_are_not_counted(tmp_path: Path) ->
         assert (f"{first.parent / copy}: it holds the record of short/mvtec_ad_grid_mini/ssim_ae/seed42.json: copied or "
                 "renamed? Not counted") in table  # fmt: skip
     assert f"{first.parent / 'seed45.json'}: not a cell record: model and dataset must be text, seed a whole" in table
+    assert f"{first.parent / 'seed46.json'}: not a cell record: budget must be a mapping, steps a whole number" in table
     assert report(out, "600s", None) == 0
     assert "it holds the record of short/mvtec_ad_grid_mini/ssim_ae/seed42.json" in (out / "600s.md").read_text()
     undefined = "## Undefined metrics (NaN), left out of the means and spreads\n\n"
@@ -179,9 +181,18 @@ def test_starved_and_step_matched_cells(tmp_path: Path) -> None:
     assert reference_steps(out / "cells/short/mvtec_ad_grid_mini/Cflow") is None
     assert [starved(c, cells[:3]) for c in cells[:3]] == [True, False, False]  # a step-matched cell never is
     assert [starved(c, cells[3:]) for c in cells[3:]] == [False, False]
+    assert starved(cell("Fastflow", 44, 0.6, 0.8, steps=0, **a), cells[3:])  # the worst starvation of all
+    assert not starved(cell("Fastflow", 44, 0.6, 0.8, steps=100, machine="slow CPU"), cells[3:])  # no yardstick there
 
-    assert report(out, "short", None) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    assert report(out, "short", readme) == 0
     table = (out / "short.md").read_text()
+    assert "1 starved cell(s) (`--rerun-starved`) and 0 failed cell(s)" in readme.read_text()
+    assert (
+        "| mvtec_ad_grid_mini | 0.92 ± 0.03 / 0.85 ± 0.07 (2 seeds) | 0.81 ± 0.01 / 0.60 ± 0.00 (2 seeds) | 42, 43, 44 |"
+        in readme.read_text()
+    )
     # seeds 43 and 44 only; train s and ms/image from A's cell alone; steps from both
     assert (
         "| ssim_ae (2) | 0.850 ± 0.071 | 0.920 ± 0.028 | 0.500 ± 0.000 | 0.900 ± 0.000 | – | 180 | 4000 ± 0 | 50 |"

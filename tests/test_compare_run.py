@@ -290,6 +290,10 @@ def test_rerun_starved_and_match_steps(tmp_path: Path, monkeypatch, capsys) -> N
         "mvtec_ad_grid_mini/Fastflow; run those without --match-steps first\n"
     )
     assert commands == []
+    assert main([*args, "--models", "ssim_ae", "--seeds", "42", "--hf-cache", str(tmp_path)]) == 0  # ours: from scratch
+    assert main([*args, "--models", "Fastflow", "--seeds", "42", "--hf-cache", str(tmp_path)]) == 2
+    assert "mvtec_ad_grid_mini/Fastflow-pretrained; run those" in capsys.readouterr().out  # its own folder
+    assert commands == []
     assert main([*args, "--models", "ssim_ae", "Padim", "--seeds", "42", "43", "44", "--rerun-starved"]) == 0
     assert commands == [  # seed 42 starved (900 < 0.75 x 3600), 43 kept, 44 new; PaDiM makes one pass: no steps
         (["ssim_ae", "mvtec_ad_grid_mini", "42"], True, 4 * 300 + 1800),
