@@ -30,7 +30,8 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   search stays within minutes on 2 cores);
 - another machine: a wall-clock budget buys another number of steps on another CPU, so cells run there are not
   comparable with the grid's. ``--match-steps`` trains each cell for the optimiser steps of the same model's
-  wall-clock cells on the same dataset and tier (the most any seed reached: sharing the CPU only lowers it), with
+  wall-clock cells on the same dataset and tier (the most any seed reached on the machine that ran most of them:
+  on one machine, sharing the CPU only lowers a count), with
   ``max_steps`` instead of ``max_time`` (:func:`reference_steps`). A wall-clock cell that reached fewer than
   :data:`STARVED` of the steps of its best sibling on the same machine lost its budget to something else on the
   CPU: the report leaves it out of the means and lists it, and ``--rerun-starved`` reruns it (the old record and
