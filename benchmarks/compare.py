@@ -35,7 +35,9 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   ``max_steps`` instead of ``max_time`` (:func:`reference_steps`). A wall-clock cell that reached fewer than
   :data:`STARVED` of the steps of its best sibling on the same machine lost its budget to something else on the
   CPU: the report leaves it out of the means and lists it, and ``--rerun-starved`` reruns it (the old record and
-  log kept as ``seed<N>.json.starved`` and ``seed<N>.log.starved``);
+  log kept as ``seed<N>.json.starved`` and ``seed<N>.log.starved``). A cell with no other seed on its machine is
+  judged against its twin's (the denoising and the plain variant train the same network: :data:`TWINS`); a model
+  whose wall-clock cells were all starved takes its twin's steps;
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -95,6 +97,10 @@ GRIDS = {
 TIERS = {"short": 300, "long": 1200}  # seconds of training for models that train
 PATCHCORE_MAX_TRAIN = 100
 STARVED = 0.75  # share of the best sibling's steps below which a wall-clock cell was starved (seen: <= 0.50 vs >= 0.87)
+# A denoising variant trains its plain twin's network on masked crops (Rádli & Czúni 2021, Eq. 3): a step costs the
+# same, and the twins' 300-s step counts differ by 0.80-1.12x on every dataset: a yardstick where a seed has no other.
+TWINS = {"ssim_dae": "ssim_ae", "ssim_dae_extended": "ssim_ae_extended"}
+TWINS |= {plain: denoising for denoising, plain in TWINS.items()}
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load_state_dict_from_hf tries, in order
 
 
@@ -196,27 +202,47 @@ def wall_clock_cells(folder: Path) -> list[dict]:
     return wall_clock([read_cell(p) for p in sorted(folder.glob("seed*.json"))])
 
 
+def siblings(folder: Path) -> list[dict]:
+    """The wall-clock cells a cell of ``folder`` is judged against by :func:`starved`: its model's and its twin's
+    (:data:`TWINS`) on the same dataset and tier."""
+    twin = TWINS.get(folder.name)
+    return wall_clock_cells(folder) + (wall_clock_cells(folder.with_name(twin)) if twin else [])
+
+
 def reference_steps(folder: Path) -> dict | None:
     """The step budget ``--match-steps`` gives a cell of ``folder``: the most optimiser steps a wall-clock cell
     reached on the machine that ran most of them (ties: the lowest seed's), since on one machine sharing the CPU
-    only lowers a count; and where that count came from. None if there is no such cell."""
-    cells = wall_clock_cells(folder)
+    only lowers a count; and where that count came from. A model whose wall-clock cells were all starved (those
+    that ``--rerun-starved`` kept as ``seed<N>.json.starved`` too) takes its twin's count (:data:`TWINS`; named in
+    ``steps_from``). None if there is no such cell."""
+    cells, source = wall_clock_cells(folder), ""
+    twin = TWINS.get(folder.name)
+    if twin and (cells or any(folder.glob("seed*.json.starved*"))):
+        yardstick = siblings(folder)
+        if all(starved(r, yardstick) for r in cells):
+            cells, source = wall_clock_cells(folder.with_name(twin)), f"{twin} "
     if not cells:
         return None
     machine = Counter(r.get("machine") for r in cells).most_common(1)[0][0]
     best = max((r for r in cells if r.get("machine") == machine), key=lambda r: r["steps"])
     where = best.get("machine") or "machine not recorded"
-    return {"max_steps": best["steps"], "steps_from": f"seed {best['seed']}, {best.get('train_s', '?')} s on {where}"}
+    return {"max_steps": best["steps"],
+            "steps_from": f"{source}seed {best['seed']}, {best.get('train_s', '?')} s on {where}"}  # fmt: skip
 
 
 def starved(record: dict, siblings: list[dict]) -> bool:
     """A wall-clock cell that trained fewer than :data:`STARVED` of the steps of its best sibling on the same machine
-    (same model, dataset, tier): its budget went to something else on the CPU, so it does not measure the model at
-    that budget. Another CPU's count is no yardstick: it runs at another speed."""
+    (same model, dataset and tier): its budget went to something else on the CPU, so it does not measure the model at
+    that budget. Another CPU's count is no yardstick: it runs at another speed. A cell with no other seed of its
+    model on its machine is judged against its twin's (:data:`TWINS`, which ``siblings`` may hold): the twins' counts
+    differ by up to 1.12x, the seeds' of one model by up to 13%, so the twin is the yardstick only where there is
+    no closer one."""
     if not wall_clock([record]):
         return False
-    same = [s["steps"] for s in wall_clock(siblings) if s.get("machine") == record.get("machine")]
-    return record["steps"] < STARVED * max(same, default=0)
+    here = [s for s in wall_clock(siblings) if s.get("machine") == record.get("machine")]
+    own = [s for s in here if s["model"] == record["model"]]
+    alone = all(s["seed"] == record["seed"] for s in own)
+    return record["steps"] < STARVED * max((s["steps"] for s in (here if alone else own)), default=0)
 
 
 def use_hf_cache(cache: Path, backbones: Iterable[str]) -> dict[str, Path]:
@@ -474,7 +500,7 @@ def run_grid(args: argparse.Namespace) -> int:
                  for d, m, s in cells if trains(m)]  # fmt: skip
         records = {p: read_cell(p) for p in paths if p.exists()}
         unfinished = {p.parent for p in paths if p not in records or records[p]["status"] != "ok"
-                      or (args.rerun_starved and starved(records[p], wall_clock_cells(p.parent)))}  # fmt: skip
+                      or (args.rerun_starved and starved(records[p], siblings(p.parent)))}  # fmt: skip
         lacking = sorted(str(f.relative_to(args.out / "cells" / args.tier)) for f in unfinished
                          if reference_steps(f) is None)  # fmt: skip
         if lacking:
@@ -489,7 +515,7 @@ def run_grid(args: argparse.Namespace) -> int:
         name = (f"{model} (pretrained)" if pretrained else model) + (f" ({tier} tier)" if tier != args.tier else "")
         if path.exists():
             record = read_cell(path)
-            stale = args.rerun_starved and starved(record, wall_clock_cells(path.parent))
+            stale = args.rerun_starved and starved(record, siblings(path.parent))
             if not stale and (record["status"] == "ok" or not args.rerun_failed):
                 print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {record['status']}, kept", flush=True)
                 if record["status"] != "ok":
@@ -573,8 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=OUT)
     for p in (run, cell):
         p.add_argument("--match-steps", action="store_true",
-                       help="train for the optimiser steps of the same model's wall-clock cells (dataset, tier) "
-                       "instead of for the tier's seconds: for cells run on another machine")  # fmt: skip
+                       help="train for the optimiser steps of the same model's wall-clock cells (dataset, tier; its "
+                       "twin's if all of them were starved) instead of for the tier's seconds: for cells run on another "
+                       "machine")  # fmt: skip
         p.add_argument(
             "--data-root",
             type=Path,

@@ -21,7 +21,21 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from compare import GRIDS, NOT_RUN, OURS, OUT, REPO, STARVED, budget, cell_tier, read_cell, starved, step_budget, trains
+from compare import (
+    GRIDS,
+    NOT_RUN,
+    OURS,
+    OUT,
+    REPO,
+    STARVED,
+    TWINS,
+    budget,
+    cell_tier,
+    read_cell,
+    starved,
+    step_budget,
+    trains,
+)
 from machine import commit, describe, versions
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
@@ -102,7 +116,8 @@ def origins(cells: list[dict], commits: bool = True) -> str:
     if matched:
         where = Counter(c.get("machine") or "machine not recorded" for c in matched).most_common(1)[0][0]
         text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
-                 "model's wall-clock cells (`--match-steps`), not for the seconds.")  # fmt: skip
+                 "model's wall-clock cells (or, where those were all starved, its twin's: `--match-steps`), not for "
+                 "the seconds.")  # fmt: skip
     main = main_machine(cells)
     if main and any(c.get("machine") != main for c in cells if c["status"] == "ok"):
         text += f" Train and test times are those of the {main.split(' · ')[0]} cells."
@@ -122,7 +137,8 @@ def load_cells(out: Path, tier: str) -> list[dict]:
         folders[path.parent].append(cell)
     for path, cell in zip(paths, cells, strict=True):
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
-        cell["starved"] = starved(cell, folders[path.parent])  # left out of the means, listed
+        twin = path.parent.with_name(TWINS[path.parent.name]) if path.parent.name in TWINS else None
+        cell["starved"] = starved(cell, folders[path.parent] + folders.get(twin, []))  # left out of the means, listed
         cell["budget_text"] = budget_text(cell)  # the CSV's budget column
     return cells
 

@@ -4,6 +4,7 @@ with their errors, and the README section regenerated from the cells, not typed.
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
 from pathlib import Path
 
@@ -204,7 +205,8 @@ def test_starved_and_step_matched_cells(tmp_path: Path) -> None:
     assert "Fastflow / seed 43" not in table
     assert (
         "1 cell(s) of models that train ran on X · 2 cores for the optimiser steps of the same model's wall-clock "
-        "cells (`--match-steps`), not for the seconds. Train and test times are those of the A cells."
+        "cells (or, where those were all starved, its twin's: `--match-steps`), not for the seconds. Train and test "
+        "times are those of the A cells."
     ) in table
     assert "Warning" not in table  # the wall-clock cells all ran on A
     rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
@@ -212,3 +214,53 @@ def test_starved_and_step_matched_cells(tmp_path: Path) -> None:
         ("Fastflow", "42", "300 s", "False"), ("Fastflow", "43", "300 s", "False"),
         ("ssim_ae", "42", "300 s", "True"), ("ssim_ae", "43", "300 s", "False"), ("ssim_ae", "44", "4000 steps", "False"),
     ]  # fmt: skip
+
+
+def test_denoising_twin_is_a_yardstick(tmp_path: Path) -> None:
+    """SSIM-DAEe trains SSIM-AEe's network: its only seed, at 322 steps where the twin reached 821 on the same machine
+    (mvtec3d_tire, 2026-11-30), was starved; ``--match-steps`` then takes the twin's count and names it."""
+    from compare import reference_steps, siblings, starved
+
+    out = tmp_path / "compare"
+    a = {"machine": "A · 2 cores", "train_s": 301.0}
+    cells = [cell("ssim_ae_extended", 42, 0.6, 0.93, steps=821, **a),
+             cell("ssim_dae_extended", 42, 0.5, 0.91, steps=322, **a),
+             cell("ssim_ae", 42, 0.6, 0.93, steps=3000, **a), cell("ssim_dae", 42, 0.6, 0.93, steps=2400, **a)]  # fmt: skip
+    for record in cells:
+        write_json(cell_path(out, "short", "mvtec_ad_grid_mini", record["model"], record["seed"]), record)
+    root = out / "cells/short/mvtec_ad_grid_mini"
+    assert [r["steps"] for r in siblings(root / "ssim_dae_extended")] == [322, 821]
+    assert [starved(c, siblings(root / c["model"])) for c in cells] == [False, True, False, False]  # 2400/3000 = 0.8
+    assert reference_steps(root / "ssim_dae_extended") == {
+        "max_steps": 821, "steps_from": "ssim_ae_extended seed 42, 301.0 s on A · 2 cores"}  # fmt: skip
+    assert reference_steps(root / "ssim_dae") == {"max_steps": 2400, "steps_from": "seed 42, 301.0 s on A · 2 cores"}
+    assert reference_steps(root / "ssim_ae_extended")["max_steps"] == 821  # a starved twin never raises a count
+    assert reference_steps(root / "Fastflow") is None  # no twin, no cells
+
+    other = out / "cells/short/deeppcb"
+    twins = [cell("ssim_ae", 42, 0.6, 0.9, steps=3000, **a), cell("ssim_dae", 42, 0.6, 0.9, steps=2200, **a),
+             cell("ssim_dae", 43, 0.6, 0.9, steps=2300, **a), cell("ssim_ae_extended", 42, 0.6, 0.9, steps=900, **a)]  # fmt: skip
+    for record in twins:
+        write_json(cell_path(out, "short", "deeppcb", record["model"], record["seed"]), record | {"dataset": "deeppcb"})
+    # two seeds of its own on the machine: judged by them, not by the twin (2200 < 0.75 x 3000 would be starved)
+    assert [starved(c, siblings(other / c["model"])) for c in twins[1:3]] == [False, False]
+    assert reference_steps(other / "ssim_dae")["max_steps"] == 2300
+    # no wall-clock cell of its own: --match-steps must refuse, not borrow ...
+    assert reference_steps(other / "ssim_dae_extended") is None
+    # ... unless its cells were starved and kept aside by --rerun-starved
+    (other / "ssim_dae_extended").mkdir()
+    (other / "ssim_dae_extended/seed42.json.starved").write_text("{}")
+    assert (
+        reference_steps(other / "ssim_dae_extended")["steps_from"] == "ssim_ae_extended seed 42, 301.0 s on A · 2 cores"
+    )
+
+    shutil.rmtree(other)  # the report below covers mvtec_ad_grid_mini only
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    assert report(out, "short", readme) == 0
+    assert (
+        "- mvtec_ad_grid_mini / ssim_dae_extended / seed 42: 322 steps in 301.0 s\n" in (out / "short.md").read_text()
+    )
+    rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
+    assert {r["model"]: r["starved"] for r in rows} == {
+        "ssim_ae": "False", "ssim_ae_extended": "False", "ssim_dae": "False", "ssim_dae_extended": "True"}  # fmt: skip
