@@ -449,8 +449,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         going on would spend the whole budget on a model that scores at chance. Measured with the SSIM loss on
         binarised images (DeepPCB, ``benchmarks/collapse.py``): the latent exploded from about 2 to above 700
         within 25 steps, after 100-225 steps, at peak learning rates 2e-4 (fp32) and 1e-3 (bf16); the L2 loss
-        trained. Also seen once on grey-level images: SSIM-AEe on magnetic_tile, seed 43, bf16 at 1e-3 (AMX Xeon):
-        the reconstruction stayed nearly flat for 300 steps, then the latent exploded; fp32, or 5e-4, trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs black-and-white
+        trained. Also seen on grey-level images: SSIM-AEe (seed 43) and SSIM-DAEe (seed 44) on magnetic_tile, bf16 at
+        1e-3 (AMX Xeon): the reconstruction stayed nearly flat for 300 steps, then the latent exploded; for the
+        first, fp32 or 5e-4 trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs black-and-white
         images has both ends, so neither counts. All processes of a DDP run agree before anyone stops.
         """
         flat = float(crops.std()) <= SATURATION
@@ -467,7 +468,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 "constant at the end of the output sigmoid, so the network returns a blank image and almost no "
                 f"gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen with "
                 "loss: ssim on binarised (black-and-white) images: use loss: l2; and in bf16 at a peak "
-                "learning_rate of 1e-3 (one seed of SSIM-AEe on magnetic_tile): set train_precision: 32-true or "
+                "learning_rate of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile): set train_precision: 32-true or "
                 "halve learning_rate"
             )
             raise FloatingPointError(msg)
