@@ -1,6 +1,6 @@
-"""Why SSIM-AE collapsed on DeepPCB (and SSIM-AEe on magnetic_tile), and what trains instead: the package's own
-training (``Engine.fit`` with the model and data configs), a few hundred optimiser steps per setting, watching every
-step.
+"""Why SSIM-AE collapsed on DeepPCB (and the extended nets on magnetic_tile), and what trains instead: the package's
+own training (``Engine.fit`` with the model and data configs), a few hundred optimiser steps per setting, watching
+every step.
 
     python benchmarks/collapse.py [--dataset deeppcb] [--data-root ../shared/datasets] [--steps 400]
     python benchmarks/collapse.py --model ssim_ae_extended --dataset magnetic_tile --seed 43 --steps 1160 \

@@ -202,11 +202,16 @@ def wall_clock_cells(folder: Path) -> list[dict]:
     return wall_clock([read_cell(p) for p in sorted(folder.glob("seed*.json"))])
 
 
+def twin_folder(folder: Path) -> Path | None:
+    """The cell folder of the same dataset and tier of ``folder``'s twin (:data:`TWINS`), or None."""
+    return folder.with_name(TWINS[folder.name]) if folder.name in TWINS else None
+
+
 def siblings(folder: Path) -> list[dict]:
     """The wall-clock cells a cell of ``folder`` is judged against by :func:`starved`: its model's and its twin's
     (:data:`TWINS`) on the same dataset and tier."""
-    twin = TWINS.get(folder.name)
-    return wall_clock_cells(folder) + (wall_clock_cells(folder.with_name(twin)) if twin else [])
+    twin = twin_folder(folder)
+    return wall_clock_cells(folder) + (wall_clock_cells(twin) if twin else [])
 
 
 def reference_steps(folder: Path) -> dict | None:
@@ -216,11 +221,11 @@ def reference_steps(folder: Path) -> dict | None:
     that ``--rerun-starved`` kept as ``seed<N>.json.starved`` too) takes its twin's count (:data:`TWINS`; named in
     ``steps_from``). None if there is no such cell."""
     cells, source = wall_clock_cells(folder), ""
-    twin = TWINS.get(folder.name)
+    twin = twin_folder(folder)
     if twin and (cells or any(folder.glob("seed*.json.starved*"))):
-        yardstick = siblings(folder)
-        if all(starved(r, yardstick) for r in cells):
-            cells, source = wall_clock_cells(folder.with_name(twin)), f"{twin} "
+        twin_cells = wall_clock_cells(twin)
+        if all(starved(r, cells + twin_cells) for r in cells):
+            cells, source = twin_cells, f"{twin.name} "
     if not cells:
         return None
     machine = Counter(r.get("machine") for r in cells).most_common(1)[0][0]
@@ -600,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, cell):
         p.add_argument("--match-steps", action="store_true",
                        help="train for the optimiser steps of the same model's wall-clock cells (dataset, tier; its "
-                       "twin's if all of them were starved) instead of for the tier's seconds: for cells run on another "
-                       "machine")  # fmt: skip
+                       "twin's if all of them were starved) instead of for the tier's seconds: for cells run on "
+                       "another machine")  # fmt: skip
         p.add_argument(
             "--data-root",
             type=Path,

@@ -28,13 +28,13 @@ from compare import (
     OUT,
     REPO,
     STARVED,
-    TWINS,
     budget,
     cell_tier,
     read_cell,
     starved,
     step_budget,
     trains,
+    twin_folder,
 )
 from machine import commit, describe, versions
 
@@ -137,8 +137,8 @@ def load_cells(out: Path, tier: str) -> list[dict]:
         folders[path.parent].append(cell)
     for path, cell in zip(paths, cells, strict=True):
         cell["label"] = cell["model"] + (" (pretrained)" if cell.get("pretrained") else "")
-        twin = path.parent.with_name(TWINS[path.parent.name]) if path.parent.name in TWINS else None
-        cell["starved"] = starved(cell, folders[path.parent] + folders.get(twin, []))  # left out of the means, listed
+        twin = folders.get(twin_folder(path.parent), [])  # the folders' records, read once above
+        cell["starved"] = starved(cell, folders[path.parent] + twin)  # left out of the means, listed
         cell["budget_text"] = budget_text(cell)  # the CSV's budget column
     return cells
 

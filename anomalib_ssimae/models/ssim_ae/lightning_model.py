@@ -451,8 +451,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         within 25 steps, after 100-225 steps, at peak learning rates 2e-4 (fp32) and 1e-3 (bf16); the L2 loss
         trained. Also seen on grey-level images: SSIM-AEe (seed 43) and SSIM-DAEe (seed 44) on magnetic_tile, bf16 at
         1e-3 (AMX Xeon): the reconstruction stayed nearly flat for 300 steps, then the latent exploded; for the
-        first, fp32 or 5e-4 trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs black-and-white
-        images has both ends, so neither counts. All processes of a DDP run agree before anyone stops.
+        first, fp32 or 5e-4 trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs
+        black-and-white images has both ends, so neither counts. All processes of a DDP run agree before anyone stops.
         """
         flat = float(crops.std()) <= SATURATION
         # compared as Python floats: in bf16, 1 - 1e-3 rounds to 1.0
