@@ -526,17 +526,10 @@ def run_grid(args: argparse.Namespace) -> int:
                 if record["status"] != "ok":
                     failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
-            if stale:  # kept beside the new record (with its log), under a name the report does not read
-                tails = (".starved", *(f".starved-{i}" for i in range(2, 99)))
-                tail = next(t for t in tails if not path.with_name(path.name + t).exists())
-                kept = path.with_name(path.name + tail)
-                path.replace(kept)
-                if path.with_suffix(".log").exists():
-                    path.with_suffix(".log").replace(path.with_name(f"{path.stem}.log{tail}"))
-                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: starved ({record['steps']} steps), "
-                      f"kept as {kept.name}", flush=True)  # fmt: skip
+            how = f"starved ({record['steps']} steps)" if stale else record["status"]
+            kept = set_aside(path, "starved" if stale else "failed")
+            print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {how}, kept as {kept.name}", flush=True)
         print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed} ...", flush=True)
-        path.unlink(missing_ok=True)  # a failed record being retried
         log = path.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, __file__, "cell", model, dataset, str(seed), tier]
@@ -571,20 +564,38 @@ def run_grid(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def set_aside(path: Path, label: str) -> Path:
+    """Move a cell's record (and its log) to ``seed<N>.json.<label>`` (``.<label>-2`` ... if taken), a name the report
+    does not read, so that a rerun never overwrites them. Returns the record's new path."""
+    tails = (f".{label}", *(f".{label}-{i}" for i in range(2, 99)))
+    tail = next(t for t in tails if not path.with_name(path.name + t).exists())
+    kept = path.with_name(path.name + tail)
+    path.replace(kept)
+    if path.with_suffix(".log").exists():
+        path.with_suffix(".log").replace(path.with_name(f"{path.stem}.log{tail}"))
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid; finished cells are kept")
-    run.add_argument("--grid", choices=GRIDS, default="small")
+    run.add_argument("--grid", choices=GRIDS, default="small",
+                     help="small: SSIM-AE, PaDiM, PatchCore, FastFlow on two datasets, seed 42 (8 cells, ~30 min on 2 "
+                     "cores); full: every model, dataset and seeds 42-44 (180 cells, ~16 h) (default: %(default)s)")  # fmt: skip
     run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
     run.add_argument("--datasets", nargs="+", metavar="DATASET", type=dataset_arg,
                      help="folders under --data-root in MVTec AD layout (default: the grid's); our variants "
                      "need configs/data/<DATASET>.yaml")  # fmt: skip
-    run.add_argument("--seeds", nargs="+", type=int)
-    run.add_argument("--rerun-failed", action="store_true")
+    run.add_argument("--seeds", nargs="+", type=int, help="(default: the grid's)")
+    run.add_argument(
+        "--rerun-failed",
+        action="store_true",
+        help="run failed cells again; the old record and log are kept as seed<N>.json.failed and seed<N>.log.failed",
+    )
     run.add_argument("--rerun-starved", action="store_true",
-                     help=f"rerun wall-clock cells that trained fewer than {STARVED:.0%} of their best sibling's "
+                     help=f"rerun wall-clock cells that trained fewer than {STARVED:.0%}% of their best sibling's "
                      "steps on the same machine (the CPU was shared); the old record and log are kept as "
                      "seed<N>.json.starved and seed<N>.log.starved")  # fmt: skip
     cell = sub.add_parser("cell", help="one cell in this process (used by run)")
@@ -593,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     cell.add_argument("seed", type=int)
     cell.add_argument("tier", type=tier_arg)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
-    report.add_argument("--tier", type=tier_arg, default="short")
+    report.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     report.add_argument(
         "--readme",
         type=Path,
@@ -601,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         "short tier of the default --out; none otherwise)",
     )
     for p in (run, cell, report):
-        p.add_argument("--out", type=Path, default=OUT)
+        p.add_argument(
+            "--out", type=Path, default=OUT, help="folder of the cells and the report (default: %(default)s)"
+        )
     for p in (run, cell):
         p.add_argument("--match-steps", action="store_true",
                        help="train for the optimiser steps of the same model's wall-clock cells (dataset, tier; its "

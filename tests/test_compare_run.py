@@ -134,6 +134,15 @@ def test_a_cell_that_dies_says_how(tmp_path: Path, monkeypatch, capsys) -> None:
     assert record["error"] == error and record["machine"].endswith(f"Python {platform.python_version()}")
     assert f"FAILED mvtec_ad_grid_mini Padim seed 42: {error}" in capsys.readouterr().out
 
+    # --rerun-failed runs it again and keeps the failed record and its log aside: the evidence is not lost
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root), "--rerun-failed"]) == 1
+    assert "seed 42: failed, kept as seed42.json.failed" in capsys.readouterr().out
+    assert json.loads(path.with_name("seed42.json.failed").read_text())["error"] == error
+    assert path.with_name("seed42.log.failed").read_text() == "Epoch 3: 40%|####      | 2/5\n"
+    assert json.loads(path.read_text())["error"] == error  # the rerun's own record (killed the same way)
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root), "--rerun-failed"]) == 1
+    assert path.with_name("seed42.json.failed-2").exists() and path.with_name("seed42.log.failed-2").exists()
+
 
 RUNNER = """
 import sys
@@ -307,3 +316,17 @@ def test_rerun_starved_and_match_steps(tmp_path: Path, monkeypatch, capsys) -> N
     assert json.loads(path.read_text())["steps"] == 3600
     assert "seed 42: starved (900 steps), kept as seed42.json.starved" in capsys.readouterr().out
     assert path.with_name("seed42.log.starved").read_text() == "the starved cell's log\n"
+
+
+@pytest.mark.parametrize("command", ["run", "cell", "report"])
+def test_every_subcommand_prints_its_help(command: str, capsys) -> None:
+    """``--help`` printed nothing but a traceback for ``run``: a help text's bare ``%`` (from ``{STARVED:.0%}``)
+    is a format directive to argparse. Each subcommand's help now prints and names its options."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: ") and f" {command} " in printed.splitlines()[0] + " "
+    if command == "run":
+        assert "--rerun-starved" in printed
+        assert "fewer than 75% of their best sibling's steps" in " ".join(printed.split())
