@@ -1,4 +1,4 @@
-"""Our four variants against anomalib's own models, dataset by dataset, seed by seed (issue 9).
+"""Our four variants against anomalib's own models, dataset by dataset, seed by seed.
 
     python benchmarks/compare.py run --grid small            # 4 models x 2 datasets x 1 seed, ~30 min on 2 cores
     python benchmarks/compare.py run --grid full             # 10 models x 6 datasets x 3 seeds, ~16 h on 2 cores
@@ -435,6 +435,7 @@ def run_cell(
         "tier": tier,
         "status": "ok",
         "pretrained": pretrained and not ours,
+        "data_root": str(data_root.resolve()),
         "train_images": len(datamodule.train_data),
         "test_images": test_time[1],
         "epochs": model.trainer.current_epoch,
@@ -522,7 +523,11 @@ def run_grid(args: argparse.Namespace) -> int:
             record = read_cell(path)
             stale = args.rerun_starved and starved(record, siblings(path.parent))
             if not stale and (record["status"] == "ok" or not args.rerun_failed):
-                print(f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {record['status']}, kept", flush=True)
+                elsewhere = record.get("data_root") not in (None, str(args.data_root.resolve()))
+                note = f" (it ran on {record['data_root']}: another --out for other data)" if elsewhere else ""
+                print(
+                    f"[{index}/{len(cells)}] {dataset} {name} seed {seed}: {record['status']}, kept{note}", flush=True
+                )
                 if record["status"] != "ok":
                     failed.append(f"{dataset} {name} seed {seed}: {record.get('error', '?')} (kept; --rerun-failed)")
                 continue
@@ -604,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     cell.add_argument("seed", type=int)
     cell.add_argument("tier", type=tier_arg)
     report = sub.add_parser("report", help="CSV, Markdown table, plots and README section from the cells")
-    report.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
+    report.add_argument("--tier", type=tier_arg, default="short",
+                        help="the tier whose cells to report: short, long or a budget of seconds such as 600s "
+                        "(default: %(default)s)")  # fmt: skip
     report.add_argument(
         "--readme",
         type=Path,

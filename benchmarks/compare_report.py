@@ -2,10 +2,11 @@
 
 Writes, for a tier, under ``--out``:
 
-- ``<tier>.csv``: one row per cell (failed cells included, with their error);
+- ``<tier>.csv``: one row per cell (failed cells included, with their error), after one ``#`` line of provenance
+  (``pandas.read_csv(path, skiprows=1)``);
 - ``<tier>.md``: mean ± standard deviation over seeds per model and dataset, failures, models not run, published
   numbers of pretrained peers (a separate table, never mixed with measurements);
-- ``<tier>_<metric>.png``: bar charts with error bars; ``<tier>_roc.png``: image ROC curves of our variants;
+- ``<tier>_<metric>.png``: a bar chart with error bars per metric; ``<tier>_roc.png``: image ROC curves of our variants;
   ``<tier>_time_vs_pixel_auroc.png``: training time against pixel AUROC;
 
 and replaces the section between ``<!-- compare:begin -->`` and ``<!-- compare:end -->`` of the README, so that the
@@ -26,6 +27,7 @@ from compare import (
     NOT_RUN,
     OURS,
     OUT,
+    PATCHCORE_MAX_TRAIN,
     REPO,
     STARVED,
     budget,
@@ -36,19 +38,19 @@ from compare import (
     trains,
     twin_folder,
 )
-from machine import commit, describe, versions
+from machine import code_commit, describe, versions
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
            "test_images", *METRICS, "train_s", "test_wall_s", "test_ms_per_image", "peak_rss_mb", "parameters",
-           "budget", "starved", "error", "date", "commit", "machine")  # fmt: skip
+           "budget", "starved", "error", "date", "commit", "machine", "versions")  # fmt: skip
 TIMES = ("train_s", "test_ms_per_image")  # machine-bound: summarised over the main machine's cells only
 CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
     "hazelnut_toy": "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test)",
     "magnetic_tile": "ROI crops of many sizes, resized; the same tile under different lighting",
     "bsdata_pitting": "defect frames are later and dirtier than the good ones: image AUROC is inflated",
-    "mvtec3d_tire": "a part on a plain background; every model's image AUROC is near chance here (seed 42)",
+    "mvtec3d_tire": "a part on a plain background; every model's image AUROC is near chance here",
     "deeppcb": "masks are filled boxes, which caps the pixel metrics",
 }
 # anomalib 2.7's model READMEs: ImageNet-pretrained, full MVTec AD categories (not our subsets), image / pixel AUROC
@@ -61,6 +63,10 @@ PUBLISHED = {
     ("Cflow", "Wide ResNet-50"): {"grid": (0.962, 0.968), "hazelnut": (1.000, 0.990)},
 }
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+PATCHCORE_NOTE = (
+    f"PatchCore builds its memory bank from at most {PATCHCORE_MAX_TRAIN} training images per seed (drawn at random; "
+    "its coreset search over all of them takes too long on 2 cores): the CSV's train_images says how many."
+)
 MARGIN_METRICS = (("pixel AUROC", "pixel_AUROC"), ("AUPRO", "pixel_AUPRO"), ("image AUROC", "image_AUROC"))
 MARGIN_NOTE = (
     "Where our variants win and lose: the best of ours against the best from-scratch peer, means over seeds; "
@@ -71,7 +77,7 @@ MARGIN_NOTE = (
 
 def stamp() -> str:
     """Where the report was made; :func:`origins` says where its cells ran."""
-    return f"{datetime.date.today()} · {describe()} · {versions()} · commit {commit() or '?'}"
+    return f"{datetime.date.today()} · {describe()} · {versions()} · commit {code_commit() or '?'}"
 
 
 def main_machine(cells: list[dict]) -> str | None:
@@ -201,7 +207,8 @@ def markdown(cells: list[dict], tier: str) -> str:
     lines += [f"{len(ok)} cells: {hours:.1f} h of training and testing (process start-up not counted).", ""]
     lines += [("Mean ± standard deviation over seeds (seeds in brackets; one seed: no spread); raw scores, every "
                "test image. ImageNet backbones `pre_trained: false` unless marked (pretrained). Our variants run at "
-               "their data config's image size, anomalib's models at 256 x 256; pixel metrics at each model's size."),
+               "their data config's image size, anomalib's models at 256 x 256; pixel metrics at each model's size. "
+               f"{PATCHCORE_NOTE} Train s and ms/image come from the main machine's cells only."),
               ""]  # fmt: skip
     for dataset in datasets:
         floor = f1max_floor(cells, dataset)
@@ -223,8 +230,9 @@ def markdown(cells: list[dict], tier: str) -> str:
     hungry = [c for c in cells if c.get("starved")]
     if hungry:
         lines += ["## Starved cells, left out of the means", "",
-                  (f"Wall-clock cells that trained fewer than {STARVED:.0%} of the steps of their best seed (the "
-                   "CPU was shared while they ran); `compare.py run --rerun-starved` reruns them."), ""]  # fmt: skip
+                  (f"Wall-clock cells that trained fewer than {STARVED:.0%} of the steps of their best seed on the "
+                   "same machine (of their denoising twin's, for a cell with no other seed there; the CPU was shared "
+                   "while they ran); `compare.py run --rerun-starved` reruns them."), ""]  # fmt: skip
         lines += [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {c['steps']} steps in {c['train_s']} s"
                   for c in hungry]  # fmt: skip
         lines.append("")
@@ -265,7 +273,8 @@ def margins(cells: list[dict]) -> list[str]:
             best = {}
             for side, names in (("ours", OURS), ("peer", peers)):
                 entries = [(summary[m, dataset][metric], m) for m in names if metric in summary.get((m, dataset), {})]
-                best[side] = max(entries, default=None, key=lambda e: e[0][0])
+                # equal shown means: the one measured over more seeds (a 1-seed tie is no verdict)
+                best[side] = max(entries, default=None, key=lambda e: (round(e[0][0], 3), e[0][2]))
             if best["ours"] is None or best["peer"] is None:
                 row.append("–")
                 continue
@@ -296,7 +305,7 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
              f"{stamp()}). {origins(cells, commits=False)} Pixel AUROC / image AUROC, mean ± sd over the seeds in "
              "the second-to-last column; anomalib's models with `pre_trained: false`"
              f"{' unless marked pretrained' if pretrained else ''}, as nothing can be downloaded here. Our variants "
-             "at their data config's image size, anomalib's at 256 x 256."), ""]  # fmt: skip
+             f"at their data config's image size, anomalib's at 256 x 256. {PATCHCORE_NOTE}"), ""]  # fmt: skip
     lines += ["| dataset | " + " | ".join(models) + " | seeds | caveat |", "|---|" + "---|" * (len(models) + 2)]
     for dataset in datasets:
         row = [dataset]
@@ -319,7 +328,7 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
     ran = sum((m, d, s) in done for m in full["models"] for d in full["datasets"] for s in full["seeds"])
     starved_text = f"{hungry} starved cell(s) (`--rerun-starved`) and " if hungry else ""
     note = (f"{starved_text}{failed} failed cell(s), listed in `{where}/{tier}.md` with their errors. "
-            f"–: not run yet; {ran} of the full grid's {total} cells have run "
+            f"–: not run yet (or every cell starved); {ran} of the full grid's {total} cells have run "
             f"(`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}` runs the rest).")  # fmt: skip
     lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
     return "\n".join(lines)
@@ -335,7 +344,7 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     summary = summarise(cells)
     models, datasets = order(cells)
     written = []
-    for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
+    for metric in METRICS:  # paper AUROC: our variants only (it scores the 1 - SSIM residual)
         fig, ax = plt.subplots(figsize=(3.4 + 1.3 * len(datasets), 4))
         width = 0.8 / max(len(models), 1)
         for i, model in enumerate(models):
@@ -418,7 +427,6 @@ def report(out: Path, tier: str, readme: Path | None) -> int:
         writer.writerows({**c, "budget": c["budget_text"]} for c in cells)
     (out / f"{tier}.md").write_text(markdown(cells, tier))
     written = plots(cells, out, tier)
-    if readme is not None:
-        update_readme(readme, readme_section(cells, tier, out))
+    updated = readme is None or update_readme(readme, readme_section(cells, tier, out))
     print(f"{len(cells)} cells -> {out / f'{tier}.csv'}, {out / f'{tier}.md'}, {len(written)} plots")
-    return 0
+    return 0 if updated else 1

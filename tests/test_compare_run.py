@@ -106,6 +106,12 @@ def test_readme_needs_one_marked_section(tmp_path: Path, capsys) -> None:
         assert not update_readme(readme, f"{BEGIN}\nnew\n{END}")
         assert readme.read_text() == text
         assert "not updated: it needs one" in capsys.readouterr().out
+    out = tmp_path / "compare"
+    compare_cell = {"model": "Padim", "dataset": "mvtec_ad_grid_mini", "seed": 42, "tier": "short", "status": "ok"}
+    cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).parent.mkdir(parents=True)
+    cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42).write_text(json.dumps(compare_cell))
+    assert report(out, "short", readme) == 1  # the table was not written where asked: the command says so
+    assert readme.read_text() == "no markers\n"
     readme.write_text(f"a\n{BEGIN}\nold\n{END}\nb\n")
     assert update_readme(readme, f"{BEGIN}\nnew\n{END}")
     assert readme.read_text() == f"a\n{BEGIN}\nnew\n{END}\nb\n"
@@ -330,3 +336,20 @@ def test_every_subcommand_prints_its_help(command: str, capsys) -> None:
     if command == "run":
         assert "--rerun-starved" in printed
         assert "fewer than 75% of their best sibling's steps" in " ".join(printed.split())
+
+
+def test_kept_cell_names_the_data_it_ran_on(tmp_path: Path, capsys) -> None:
+    """A finished cell is kept by its path alone; when it ran on another --data-root, the run says so instead of
+    silently passing old results off as the new data's."""
+    import compare
+
+    out, root = tmp_path / "compare", tmp_path / "data"
+    (root / "mvtec_ad_grid_mini").mkdir(parents=True)
+    record = {"model": "Padim", "dataset": "mvtec_ad_grid_mini", "seed": 42, "tier": "short", "status": "ok"}
+    path = cell_path(out, "short", "mvtec_ad_grid_mini", "Padim", 42)
+    compare.write_json(path, {**record, "data_root": str(root.resolve())})
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root)]) == 0
+    assert capsys.readouterr().out.endswith("seed 42: ok, kept\n")
+    compare.write_json(path, {**record, "data_root": "/elsewhere"})
+    assert main(["run", *GRID, "--out", str(out), "--data-root", str(root)]) == 0
+    assert "seed 42: ok, kept (it ran on /elsewhere: another --out for other data)" in capsys.readouterr().out
