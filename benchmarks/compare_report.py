@@ -345,12 +345,18 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     models, datasets = order(cells)
     written = []
     for metric in METRICS:  # paper AUROC: our variants only (it scores the 1 - SSIM residual)
+        shown = [m for m in models if any(summary.get((m, d), {}).get(metric) for d in datasets)]
         fig, ax = plt.subplots(figsize=(3.4 + 1.3 * len(datasets), 4))
-        width = 0.8 / max(len(models), 1)
-        for i, model in enumerate(models):
+        width = 0.8 / max(len(shown), 1)
+        for i, model in enumerate(shown):  # a model without this metric (peers: paper AUROC) gets no legend entry
             entries = [summary.get((model, d), {}).get(metric) for d in datasets]
             xs = [j + i * width for j, e in enumerate(entries) if e]
             ax.bar(xs, [e[0] for e in entries if e], width, yerr=[e[1] for e in entries if e], label=model, capsize=2)
+        for j, dataset in enumerate(datasets * (metric == "image_F1Max")):  # most models sit near this floor
+            floor = f1max_floor(cells, dataset)
+            if floor is not None:
+                ax.hlines(floor, j - width, j + 0.8, colors="black", linestyles="dashed", lw=0.8,
+                          label="calling every image defective" if j == 0 else None)  # fmt: skip
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets, rotation=20, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel(metric)
