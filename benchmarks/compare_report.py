@@ -346,6 +346,9 @@ def plots(cells: list[dict], out: Path, tier: str) -> list[Path]:
     written = []
     for metric in METRICS:  # paper AUROC: our variants only (it scores the 1 - SSIM residual)
         shown = [m for m in models if any(summary.get((m, d), {}).get(metric) for d in datasets)]
+        if not shown:  # no cell has it (paper AUROC without our variants): no empty chart, nor a stale one
+            (out / f"{tier}_{metric}.png").unlink(missing_ok=True)
+            continue
         fig, ax = plt.subplots(figsize=(3.4 + 1.3 * len(datasets), 4))
         width = 0.8 / max(len(shown), 1)
         for i, model in enumerate(shown):  # a model without this metric (peers: paper AUROC) gets no legend entry
