@@ -191,3 +191,51 @@ def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
     engine.fit(model, datamodule=datamodule)
     assert engine.trainer.global_step == 7  # of 1000 in the epoch's one image batch
     assert model._schedule.factor.total == 7  # the schedule ends where training does
+
+
+SIGTERM_RUN = """
+import sys
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback
+from anomalib_ssimae import SsimAe
+
+class Started(Callback):
+    def on_train_batch_start(self, *args):
+        print("training", flush=True)
+
+model = SsimAe(crops_per_epoch=100_000, batch_size=8, image_size=[208, 512], visualizer=False)
+datamodule = MVTecAD(root=sys.argv[1], category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
+engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+                enable_progress_bar=False, default_root_dir=sys.argv[2], callbacks=[Started()])
+engine.fit(model, datamodule=datamodule)
+"""
+
+
+def test_sigterm_stops_inside_an_image_batch_with_an_error_status(tmp_path: Path) -> None:
+    """``kill``, ``docker stop`` or a scheduler's SIGTERM ends training within a step, with exit status 1 and the
+    checkpoint that stays named. Before, Lightning acted only after the image batch (here 12,500 steps: a run went on
+    for minutes) and then exited with status 0, as if training had finished."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-c", SIGTERM_RUN, str(DATASETS), str(tmp_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        while (line := run.stdout.readline()) not in ("training\n", ""):  # the model summary comes first
+            pass
+        assert line == "training\n"
+        time.sleep(2)  # some optimiser steps
+        run.send_signal(signal.SIGTERM)
+        start = time.perf_counter()
+        code = run.wait(timeout=60)
+        stopped_in = time.perf_counter() - start
+    finally:
+        run.kill()
+    err = run.stderr.read()
+    assert code == 1, err[-2000:]
+    assert stopped_in < 20
+    assert "training stopped by SIGTERM at optimiser step" in err
+    assert "no checkpoint was written yet" in err  # the first epoch had not ended

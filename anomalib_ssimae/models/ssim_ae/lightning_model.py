@@ -414,6 +414,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         for _ in range(steps):
             if time_is_up(self._timer) or steps_are_up(self.trainer):  # not only at the end of the image batch
                 break
+            self._stop_if_terminated()
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:
@@ -472,6 +473,26 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 "halve learning_rate"
             )
             raise FloatingPointError(msg)
+
+    def _stop_if_terminated(self) -> None:
+        """Leave at once on SIGTERM (a scheduler, ``docker stop``, ``kill``), with a non-zero exit status.
+
+        Lightning notes the signal but acts on it only after a training batch, which here holds up to an epoch of
+        optimiser steps: a run went on for minutes, past the scheduler's grace period, and then exited with status
+        0 (``SIGTERMException`` is a bare ``SystemExit``), as if it had finished.
+
+        Raises:
+            SystemExit: with the step and the checkpoint that stays (exit status 1).
+        """
+        terminated = bool(getattr(self.trainer, "received_sigterm", False))
+        if self.trainer.world_size > 1:  # any process's signal stops all, or the others wait in the all-reduce
+            terminated = self.trainer.strategy.reduce_boolean_decision(terminated, all=False)
+        if terminated:
+            msg = (
+                f"training stopped by SIGTERM at optimiser step {self.trainer.global_step} (epoch "
+                f"{self.trainer.current_epoch}); {self._kept_checkpoint()}"
+            )
+            raise SystemExit(msg)
 
     def _stop_non_finite(self, loss: torch.Tensor) -> None:
         """Raise :class:`FloatingPointError` naming the step and the checkpoint that stays (issue 10)."""
