@@ -193,6 +193,26 @@ def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
     assert model._schedule.factor.total == 7  # the schedule ends where training does
 
 
+def test_max_steps_mid_epoch_validates_for_early_stopping(tmp_path: Path) -> None:
+    """The configs' EarlyStopping on val_loss with ``--trainer.max_steps 20``: training stopped inside the epoch
+    without validating and the run failed ("Early stopping conditioned on metric 'val_loss' which is not available"),
+    losing it; ``max_time`` validated. Now both validate before stopping."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], visualizer=False)
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=32, eval_batch_size=16,
+                         num_workers=0, val_split_mode="from_test", val_split_ratio=0.5, seed=42)  # fmt: skip
+    engine = Engine(
+        accelerator="cpu", devices=1, logger=False, max_epochs=5, max_steps=5, enable_progress_bar=False,
+        callbacks=[EarlyStopping(monitor="val_loss", patience=10, mode="min")], default_root_dir=tmp_path,
+    )  # fmt: skip
+    engine.fit(model, datamodule=datamodule)
+    assert engine.trainer.global_step == 5
+    assert 0 < float(engine.trainer.callback_metrics["val_loss"]) < 1  # 1 - SSIM of the validation images
+
+
 SIGTERM_RUN = """
 import sys
 from anomalib.data import MVTecAD

@@ -413,6 +413,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         loss = None
         for _ in range(steps):
             if time_is_up(self._timer) or steps_are_up(self.trainer):  # not only at the end of the image batch
+                # as max_time's Timer does: Lightning then validates before stopping, so EarlyStopping finds val_loss
+                self.trainer.should_stop = True
                 break
             self._stop_if_terminated()
             crops = self.crop_sampler(images)
