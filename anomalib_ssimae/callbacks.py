@@ -48,12 +48,12 @@ class RunSummary(Callback):
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Name the result images, checkpoint and run directory."""
-        del pl_module
         say(f"run directory: {Path(trainer.default_root_dir).resolve()}")
         images = Path(trainer.default_root_dir) / "images"
         if images.is_dir():
             say(f"result images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
-        checkpoint = trainer.ckpt_path or getattr(trainer.checkpoint_callback, "best_model_path", "")
+        own = pl_module.__dict__.pop("_tested_checkpoint", None)  # a resumed run tested its own weights
+        checkpoint = own or trainer.ckpt_path or getattr(trainer.checkpoint_callback, "best_model_path", "")
         if checkpoint:
             say(f"checkpoint: {Path(checkpoint).resolve()}")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -141,19 +142,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert all(torch.isfinite(p).all() for p in model.model.parameters())  # the NaN never reached the weights
 
 
-@pytest.mark.parametrize(("model_class", "precision"), [(SsimAe, "bf16-mixed"), (SsimAeExtended, "32-true")])
-def test_collapsed_training_stops_with_the_cause_named(tmp_path: Path, model_class: type, precision: str) -> None:
+@pytest.mark.parametrize(
+    ("model_class", "precision", "channels"),
+    [(SsimAe, "bf16-mixed", 1), (SsimAeExtended, "32-true", 1), (SsimAeExtended, "bf16-mixed", 3)],
+)
+def test_collapsed_training_stops_with_the_cause_named(
+    tmp_path: Path, model_class: type, precision: str, channels: int
+) -> None:
     # the DeepPCB collapse: a blank reconstruction at the end of the sigmoid, which passes (almost) no gradient, so
     # the network stays a constant image; the run stops after SATURATED_STEPS such steps instead of spending its budget
     from anomalib_ssimae.models.ssim_ae.lightning_model import SATURATED_STEPS
 
     # bf16 too: there 1 - 1e-3 rounds to 1.0, so the guard compares in Python floats (a bf16 comparison missed it)
     model = model_class(crops_per_epoch=8 * 60, batch_size=8, image_size=[208, 512], train_precision=precision,
-                        visualizer=False, seed=42)  # fmt: skip
+                        in_channels=channels, visualizer=False, seed=42)  # fmt: skip
     output = model.model.network.output_layer
-    assert isinstance(output, torch.nn.ConvTranspose2d) and output.out_channels == 1  # the conv before the sigmoid
-    with torch.no_grad():
-        output.bias.fill_(1000.0)  # the state the SSIM loss drove DeepPCB into: logits of 30 to 3000
+    assert isinstance(output, torch.nn.ConvTranspose2d) and output.out_channels == channels  # before the sigmoid
+    with torch.no_grad():  # the state the SSIM loss drove DeepPCB into: logits of 30 to 3000; in colour, hazelnut_toy's
+        output.bias.copy_(torch.tensor([1000.0, -1000.0, 1000.0][:channels]))  # red and blue at 1, green at 0
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
     engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
@@ -215,3 +221,53 @@ def test_cli_checkpoint_path_does_not_run_code(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="Weights only load failed"):
         engine.test(model, datamodule=datamodule, ckpt_path=tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_resumed_train_tests_the_weights_it_trained(tmp_path: Path, caplog) -> None:
+    """``anomalib train ... --ckpt_path <last run's checkpoint>`` resumes, then tests: anomalib's ``Engine.train``
+    passes the same ckpt_path to test, which restored the old checkpoint's weights, so the printed metrics and result
+    images were the interrupted run's (found by a break-it helper: pixel AUROC 0.88636, the old run's, against
+    0.88703 for the new checkpoint). The test now keeps the weights just trained, and says so."""
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "crashed", crash=True)
+    (checkpoint,) = sorted((tmp_path / "crashed").rglob("*.ckpt"))
+    old = torch.load(checkpoint, weights_only=True)["state_dict"]
+    model = SsimDae(crops_per_epoch=48, batch_size=8, image_size=[208, 512], visualizer=False, seed=42)
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, eval_batch_size=16,
+                         num_workers=0, seed=42)  # fmt: skip
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
+                    enable_progress_bar=False, default_root_dir=tmp_path / "resumed")  # fmt: skip
+    caplog.set_level(logging.INFO, logger="anomalib_ssimae")
+    with pytest.warns(UserWarning, match=r"testing the weights this run trained \(step 18\), not those of .*step 6"):
+        engine.train(model, datamodule=datamodule, ckpt_path=checkpoint)
+    (own,) = sorted((tmp_path / "resumed").rglob("*.ckpt"))
+    trained = torch.load(own, weights_only=True)["state_dict"]
+    assert f"checkpoint: {own.resolve()}" in caplog.text  # the summary names the checkpoint tested, not the old one
+    name = "model.network.encoder.0.weight"
+    assert name in old
+    assert not torch.equal(model.state_dict()[name], old[name])  # before: the old weights, restored for the test
+    assert torch.equal(model.state_dict()[name], trained[name])  # the final checkpoint's
+
+    # testing that checkpoint afterwards, on purpose, loads it
+    engine.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+    assert torch.equal(model.state_dict()[name], old[name])
+
+
+def test_black_and_white_reconstructions_are_not_a_collapse() -> None:
+    """Saturated pixels alone are no collapse: a network that reconstructs binarised crops has both ends of the
+    sigmoid, but a different image per crop. Only the same saturated image for every crop counts."""
+    from types import SimpleNamespace
+
+    model = SsimAe(visualizer=False)
+    model._trainer = SimpleNamespace(world_size=1, global_step=3, current_epoch=0, checkpoint_callback=None)
+    crops = torch.rand(4, 1, 8, 8)
+    binary = (torch.rand(4, 1, 8, 8) > 0.5).float()  # each crop its own black-and-white image
+    for _ in range(60):
+        model._check_saturation(crops, binary)
+    assert model._saturated_steps == 0
+    same = binary[:1].expand(4, -1, -1, -1)  # one black-and-white image whatever the crop
+    for _ in range(49):
+        model._check_saturation(crops, same)
+    assert model._saturated_steps == 49
+    with pytest.raises(FloatingPointError, match="the same image at the ends of the output sigmoid for every crop"):
+        model._check_saturation(crops, same)

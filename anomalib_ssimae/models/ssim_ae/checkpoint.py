@@ -138,4 +138,23 @@ class CheckpointCompatibilityMixin:
         trainer = self._trainer
         if RANDOM_STATE in checkpoint and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             set_random_state(checkpoint[RANDOM_STATE])
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            self._resumed_from = str(trainer.ckpt_path)
+        elif (
+            trainer is not None
+            and trainer.state.fn == TrainerFn.TESTING
+            and str(trainer.ckpt_path) == getattr(self, "_resumed_from", None)
+            and trainer.global_step > checkpoint.get("global_step", 0)
+        ):  # anomalib's `train` (Engine.train) hands fit's --ckpt_path to its test too: the resumed-from weights
+            warnings.warn(
+                f"testing the weights this run trained (step {trainer.global_step}), not those of {trainer.ckpt_path} "
+                f"(step {checkpoint.get('global_step')}), which training resumed from",
+                stacklevel=2,
+            )
+            checkpoint["state_dict"] = self.state_dict()
+            self._resumed_from = None  # once: a later test of that checkpoint is meant
+            callback = trainer.checkpoint_callback  # the run's own, for RunSummary's "checkpoint:" line
+            self._tested_checkpoint = getattr(callback, "last_model_path", "") or getattr(
+                callback, "best_model_path", ""
+            )
         super().on_load_checkpoint(checkpoint)
