@@ -444,9 +444,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
 
     def _check_saturation(self, crops: torch.Tensor, reconstruction: torch.Tensor) -> None:
-        """Stop when the reconstruction of crops that are not flat has been one constant at the end of the output
-        sigmoid (every pixel above ``1 - SATURATION`` or every pixel below ``SATURATION``) for ``SATURATED_STEPS``
-        steps in a row: training collapsed.
+        """Stop when the reconstruction of crops that are not flat has been one image at the ends of the output
+        sigmoid (every pixel above ``1 - SATURATION`` or below ``SATURATION``), the same for every crop, for
+        ``SATURATED_STEPS`` steps in a row: training collapsed.
 
         Then (almost) no gradient passes the sigmoid, the network returns a white (or black) image for good, and
         going on would spend the whole budget on a model that scores at chance. Measured with the SSIM loss on
@@ -454,12 +454,18 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         within 25 steps, after 100-225 steps, at peak learning rates 2e-4 (fp32) and 1e-3 (bf16); the L2 loss
         trained. Also seen on grey-level images: SSIM-AEe (seed 43) and SSIM-DAEe (seed 44) on magnetic_tile, bf16 at
         1e-3 (AMX Xeon): the reconstruction stayed nearly flat for 300 steps, then the latent exploded; for the
-        first, fp32 or 5e-4 trained. A network at initialisation outputs 0.5 everywhere and one that reconstructs
-        black-and-white images has both ends, so neither counts. All processes of a DDP run agree before anyone stops.
+        first, fp32 or 5e-4 trained. And on colour images: SSIM-AEe and SSIM-DAEe on hazelnut_toy (bf16, 1e-3, seeds
+        42 and 43, EPYC and Xeon) went at step ~420 to a fixed image of saturated colour channels, which the first
+        version of this guard (one constant) missed. A network at initialisation outputs 0.5 everywhere and one that
+        reconstructs black-and-white images has both ends, but not the same image for every crop: neither counts. All processes of a DDP run agree before anyone stops.
         """
         flat = float(crops.std()) <= SATURATION
-        # compared as Python floats: in bf16, 1 - 1e-3 rounds to 1.0
-        saturated = float(reconstruction.amin()) > 1 - SATURATION or float(reconstruction.amax()) < SATURATION
+        # in fp32: in bf16, 1 - 1e-3 rounds to 1.0. Saturated: every pixel at an end of the sigmoid, and the same
+        # image whatever the crop (a colour one too: hazelnut_toy's SSIM-AEe output red and blue at 1, green at 0)
+        output = reconstruction.float()
+        ends = bool(((output < SATURATION) | (output > 1 - SATURATION)).all())
+        spread = output.amax(0) - output.amin(0) if len(output) > 1 else output.amax() - output.amin()
+        saturated = ends and float(spread.max()) < SATURATION
         if self.trainer.world_size > 1:
             saturated = self.trainer.strategy.reduce_boolean_decision(saturated, all=True)
         if not flat:
@@ -467,11 +473,13 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         if self._saturated_steps >= SATURATED_STEPS:
             msg = (
                 f"training collapsed at optimiser step {self.trainer.global_step} (epoch "
-                f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was one "
-                "constant at the end of the output sigmoid, so the network returns a blank image and almost no "
+                f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was the "
+                "same image at the ends of the output sigmoid for every crop, so the network ignores its input and "
+                "almost no "
                 f"gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen with "
                 "loss: ssim on binarised (black-and-white) images: use loss: l2; and in bf16 at a peak "
-                "learning_rate of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile): set train_precision: 32-true or "
+                "learning_rate of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile and hazelnut_toy): set "
+                "train_precision: 32-true or "
                 "halve learning_rate"
             )
             raise FloatingPointError(msg)
