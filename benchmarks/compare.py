@@ -586,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid; finished cells are kept")
     run.add_argument("--grid", choices=GRIDS, default="small",
-                     help="small: SSIM-AE, PaDiM, PatchCore, FastFlow on two datasets, seed 42 (8 cells, ~30 min on 2 "
-                     "cores); full: every model, dataset and seeds 42-44 (180 cells, ~16 h) (default: %(default)s)")  # fmt: skip
+                     help="small: SSIM-AE, PaDiM, PatchCore, FastFlow on two datasets, seed 42 (8 cells, ~30 min on "
+                     "2 cores); full: every model, dataset and seeds 42-44 (180 cells, ~16 h) "
+                     "(default: %(default)s)")  # fmt: skip
     run.add_argument("--tier", type=tier_arg, default="short", help=tier_arg.__doc__)
     run.add_argument("--models", nargs="+", choices=(*OURS, *PEERS))
     run.add_argument("--datasets", nargs="+", metavar="DATASET", type=dataset_arg,

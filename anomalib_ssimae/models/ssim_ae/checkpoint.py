@@ -63,6 +63,12 @@ def set_random_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def last_checkpoint(trainer: Any) -> str:
+    """The newest checkpoint file this run's ModelCheckpoint wrote (``""``: none yet)."""
+    callback = trainer.checkpoint_callback
+    return getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+
+
 class CheckpointCompatibilityMixin:
     """Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``.
 
@@ -153,8 +159,5 @@ class CheckpointCompatibilityMixin:
             )
             checkpoint["state_dict"] = self.state_dict()
             self._resumed_from = None  # once: a later test of that checkpoint is meant
-            callback = trainer.checkpoint_callback  # the run's own, for RunSummary's "checkpoint:" line
-            self._tested_checkpoint = getattr(callback, "last_model_path", "") or getattr(
-                callback, "best_model_path", ""
-            )
+            self._tested_checkpoint = last_checkpoint(trainer)  # the run's own, for RunSummary's "checkpoint:" line
         super().on_load_checkpoint(checkpoint)

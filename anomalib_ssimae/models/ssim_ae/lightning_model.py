@@ -48,7 +48,7 @@ from anomalib_ssimae.data.images import (
 )
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
-from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
+from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin, last_checkpoint
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
@@ -439,8 +439,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         return {"loss": loss} if loss is not None else None
 
     def _kept_checkpoint(self) -> str:
-        callback = self.trainer.checkpoint_callback
-        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        last = last_checkpoint(self.trainer)
         return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
 
     def _check_saturation(self, crops: torch.Tensor, reconstruction: torch.Tensor) -> None:
@@ -457,15 +456,17 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         first, fp32 or 5e-4 trained. And on colour images: SSIM-AEe and SSIM-DAEe on hazelnut_toy (bf16, 1e-3, seeds
         42 and 43, EPYC and Xeon) went at step ~420 to a fixed image of saturated colour channels, which the first
         version of this guard (one constant) missed. A network at initialisation outputs 0.5 everywhere and one that
-        reconstructs black-and-white images has both ends, but not the same image for every crop: neither counts. All processes of a DDP run agree before anyone stops.
+        reconstructs black-and-white images has both ends, but not the same image for every crop: neither counts.
+        All processes of a DDP run agree before anyone stops.
         """
         flat = float(crops.std()) <= SATURATION
         # in fp32: in bf16, 1 - 1e-3 rounds to 1.0. Saturated: every pixel at an end of the sigmoid, and the same
         # image whatever the crop (a colour one too: hazelnut_toy's SSIM-AEe output red and blue at 1, green at 0)
         output = reconstruction.float()
-        ends = bool(((output < SATURATION) | (output > 1 - SATURATION)).all())
-        spread = output.amax(0) - output.amin(0) if len(output) > 1 else output.amax() - output.amin()
-        saturated = ends and float(spread.max()) < SATURATION
+        saturated = bool(((output < SATURATION) | (output > 1 - SATURATION)).all())
+        if saturated:  # then the spread over the crops (of its pixels, for one crop)
+            spread = output.amax(0) - output.amin(0) if len(output) > 1 else output.amax() - output.amin()
+            saturated = float(spread.max()) < SATURATION
         if self.trainer.world_size > 1:
             saturated = self.trainer.strategy.reduce_boolean_decision(saturated, all=True)
         if not flat:
@@ -475,12 +476,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 f"training collapsed at optimiser step {self.trainer.global_step} (epoch "
                 f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was the "
                 "same image at the ends of the output sigmoid for every crop, so the network ignores its input and "
-                "almost no "
-                f"gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen with "
-                "loss: ssim on binarised (black-and-white) images: use loss: l2; and in bf16 at a peak "
+                f"almost no gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen "
+                "with loss: ssim on binarised (black-and-white) images: use loss: l2; and in bf16 at a peak "
                 "learning_rate of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile and hazelnut_toy): set "
-                "train_precision: 32-true or "
-                "halve learning_rate"
+                "train_precision: 32-true or halve learning_rate"
             )
             raise FloatingPointError(msg)
 
