@@ -304,6 +304,11 @@ def test_folder_prediction_with_openvino(trained: tuple[Path, Path], tmp_path: P
     shutil.copy(folder / "gray.png", tmp_path / "lightning" / "gray.png")
     reference = lightning_predict(model, tmp_path / "lightning", work / "predict_folder")
     assert gray["anomaly_score"] == pytest.approx(float(reference["pred_score"][0]), abs=TOLERANCE)
+    # one image file, not a folder: the same record and overlay (it was refused as "not a folder")
+    single = [json.loads(line) for line in predict_folder(detector, folder / "gray.png", tmp_path / "one").open()]
+    assert [r["image"] for r in single] == [str(folder / "gray.png")]
+    assert single[0]["anomaly_score"] == gray["anomaly_score"] and single[0]["regions"] == gray["regions"]
+    assert Path(single[0]["overlay"]) == tmp_path / "one" / "overlays" / "gray.png.png"
     with pytest.raises(FileExistsError):
         predict_folder(detector, folder, tmp_path / "out")
     (tmp_path / "out2").mkdir()

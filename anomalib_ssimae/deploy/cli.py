@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="ssimae-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", help="model.xml from anomalib export --export_type openvino")
-    parser.add_argument("input_dir", help="folder of images (searched recursively)")
+    parser.add_argument("input_dir", help="folder of images (searched recursively), or one image file")
     parser.add_argument("output_dir", help="new folder for predictions.jsonl and overlays/")
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
     parser.add_argument("--jobs", type=int, default=2, help="inference requests in flight (reading overlaps)")

@@ -167,7 +167,7 @@ class OpenVinoDetector:
 
 
 def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir: str | Path, jobs: int = 2) -> Path:
-    """Run ``detector`` on every image under ``input_dir``; write ``output_dir/predictions.jsonl`` and
+    """Run ``detector`` on every image under ``input_dir`` (or on one image file); write ``output_dir/predictions.jsonl`` and
     ``output_dir/overlays/<relative path>.png`` (e.g. ``sub/a.jpg.png``). Returns the JSON-lines path.
 
     Images go through :meth:`OpenVinoDetector.imap` (``jobs`` requests in flight), so reading and writing files
@@ -185,7 +185,10 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
         if existing.exists():
             msg = f"{existing} exists: choose another output folder (results are never overwritten)"
             raise FileExistsError(msg)
-    images = find_images(input_dir)
+    if input_dir.is_file():  # one image: its record and overlay as for a folder that holds only it
+        images, input_dir = [input_dir], input_dir.parent
+    else:
+        images = find_images(input_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
         from tqdm import tqdm
