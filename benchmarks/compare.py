@@ -37,7 +37,10 @@ The protocol is the one of the offline anomalib runs on these datasets (raw scor
   CPU: the report leaves it out of the means and lists it, and ``--rerun-starved`` reruns it (the old record and
   log kept as ``seed<N>.json.starved`` and ``seed<N>.log.starved``). A cell with no other seed on its machine is
   judged against its twin's (the denoising and the plain variant train the same network: :data:`TWINS`); a model
-  whose wall-clock cells were all starved takes its twin's steps;
+  whose wall-clock cells were all starved takes its twin's steps. A cell that finished but was found collapsed
+  afterwards (by a collapse guard that missed it at the time) is marked by hand as failed, with ``collapsed`` saying
+  what was seen; it keeps its step count as a reference (:func:`collapsed_cells`);
+- each record says the precision it trained in (``precision``: our variants pick bf16 only on CPUs with bf16 units);
 - no pretrained weights can be downloaded here: ImageNet backbones run with ``pre_trained: false`` (labelled) unless
   ``--hf-cache DIR`` points to a Hugging Face cache that holds timm's weights of the backbone (resnet18:
   ``timm/resnet18.a1_in1k``); they are then loaded offline from it (:func:`use_hf_cache`), or the cell fails.
@@ -202,6 +205,19 @@ def wall_clock_cells(folder: Path) -> list[dict]:
     return wall_clock([read_cell(p) for p in sorted(folder.glob("seed*.json"))])
 
 
+def collapsed_cells(folder: Path) -> list[dict]:
+    """Wall-clock cells of ``folder`` that ran their whole budget but were found collapsed after the run (status
+    failed, ``collapsed`` says what was seen; also once ``--rerun-failed`` set them aside as ``.failed``): no result,
+    but their step count is still what the budget bought on their machine."""
+    records = [read_cell(p) for p in sorted(folder.glob("seed*.json"))]
+    for path in sorted(folder.glob("seed*.json.failed*")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return [r for r in records if r.get("collapsed") and step_budget(r) is None and type(r.get("steps")) is int]
+
+
 def twin_folder(folder: Path) -> Path | None:
     """The cell folder of the same dataset and tier of ``folder``'s twin (:data:`TWINS`), or None."""
     return folder.with_name(TWINS[folder.name]) if folder.name in TWINS else None
@@ -219,13 +235,15 @@ def reference_steps(folder: Path) -> dict | None:
     reached on the machine that ran most of them (ties: the lowest seed's), since on one machine sharing the CPU
     only lowers a count; and where that count came from. A model whose wall-clock cells were all starved (those
     that ``--rerun-starved`` kept as ``seed<N>.json.starved`` too) takes its twin's count (:data:`TWINS`; named in
-    ``steps_from``). None if there is no such cell."""
+    ``steps_from``). Where the only wall-clock cells were found collapsed after the run, theirs
+    (:func:`collapsed_cells`). None if there is no such cell."""
     cells, source = wall_clock_cells(folder), ""
     twin = twin_folder(folder)
     if twin and (cells or any(folder.glob("seed*.json.starved*"))):
         twin_cells = wall_clock_cells(twin)
         if all(starved(r, cells + twin_cells) for r in cells):
             cells, source = twin_cells, f"{twin.name} "
+    cells = cells or collapsed_cells(folder)
     if not cells:
         return None
     machine = Counter(r.get("machine") for r in cells).most_common(1)[0][0]
@@ -446,6 +464,7 @@ def run_cell(
         "test_ms_per_image": round(1000 * test_time[0] / max(test_time[1], 1), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "parameters": sum(p.numel() for p in model.model.parameters()),
+        "precision": "bf16-mixed" if getattr(model, "_bf16", False) else str(model.trainer.precision),
         **{key: round(float(value), 4) for key, value in results.items()},
         "scores": scores,
         "labels": labels,

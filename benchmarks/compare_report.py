@@ -43,7 +43,7 @@ from machine import code_commit, describe, versions
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "paper_AUROC")
 COLUMNS = ("model", "dataset", "seed", "tier", "status", "pretrained", "epochs", "steps", "train_images",
            "test_images", *METRICS, "train_s", "test_wall_s", "test_ms_per_image", "peak_rss_mb", "parameters",
-           "budget", "starved", "error", "date", "commit", "machine", "versions")  # fmt: skip
+           "budget", "precision", "starved", "error", "date", "commit", "machine", "versions")  # fmt: skip
 TIMES = ("train_s", "test_ms_per_image")  # machine-bound: summarised over the main machine's cells only
 CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
@@ -105,6 +105,15 @@ def budget_text(cell: dict) -> str:
     return "one pass"
 
 
+def precision(cell: dict) -> str:
+    """The precision of a record that predates the ``precision`` field: anomalib's models train in fp32; ours in
+    bf16 autocast where the CPU has bf16 units (``train_precision: auto``: AVX512-BF16 or AMX; fp32 elsewhere)."""
+    if cell["status"] != "ok":
+        return ""
+    flags = cell.get("machine") or ""
+    return "bf16-mixed" if cell["model"] in OURS and ("avx512_bf16" in flags or "amx" in flags) else "32-true"
+
+
 def origins(cells: list[dict], commits: bool = True) -> str:
     """Where the cells ran (from their records): machines with their cell counts, dates, the code commits.
 
@@ -128,6 +137,10 @@ def origins(cells: list[dict], commits: bool = True) -> str:
         text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
                  "model's wall-clock cells (or, where those were all starved, its twin's: `--match-steps`), not for "
                  "the seconds.")  # fmt: skip
+    by = Counter(c["precision"] for c in ok if c["model"] in OURS)
+    if len(by) > 1:
+        text += (" Our variants trained in bf16 autocast on CPUs with bf16 units and in fp32 elsewhere (`precision` "
+                 f"in the CSV): {', '.join(f'{n} cells {p}' for p, n in sorted(by.items()))}.")  # fmt: skip
     main = main_machine(cells)
     if main and any(c.get("machine") != main for c in cells if c["status"] == "ok"):
         text += f" Train and test times are those of the {main.split(' · ')[0]} cells."
@@ -150,6 +163,7 @@ def load_cells(out: Path, tier: str) -> list[dict]:
         twin = folders.get(twin_folder(path.parent), [])  # the folders' records, read once above
         cell["starved"] = starved(cell, folders[path.parent] + twin)  # left out of the means, listed
         cell["budget_text"] = budget_text(cell)  # the CSV's budget column
+        cell.setdefault("precision", precision(cell))
     return cells
 
 

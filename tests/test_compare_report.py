@@ -274,3 +274,49 @@ def test_denoising_twin_is_a_yardstick(tmp_path: Path) -> None:
     rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
     assert {r["model"]: r["starved"] for r in rows} == {
         "ssim_ae": "False", "ssim_ae_extended": "False", "ssim_dae": "False", "ssim_dae_extended": "True"}  # fmt: skip
+
+
+def test_cell_found_collapsed_after_the_run(tmp_path: Path) -> None:
+    """hazelnut_toy's extended cells finished "ok" but had collapsed (a guard of the time missed it): marked failed by
+    hand, they leave the means and are listed, but their step count stays the budget that ``--match-steps`` replays,
+    also once ``--rerun-failed`` has set them aside. Old records say no precision: ours trained in bf16 on a CPU with
+    bf16 units (``train_precision: auto``), in fp32 elsewhere; anomalib's models in fp32."""
+    from compare import reference_steps, set_aside
+
+    out = tmp_path / "compare"
+    bf16 = {"machine": "EPYC · 2 cores · flags ['avx512f', 'avx512_bf16', 'avx2']", "train_s": 300.3}
+    seen = "collapsed at step ~420 into one fixed saturated image"
+    cells = [
+        cell("ssim_ae_extended", 42, 1.0, 0.9857, steps=770, status="failed", error=f"collapse: {seen}",
+             collapsed=seen, **bf16),
+        cell("ssim_ae_extended", 43, 1.0, 0.99, steps=770, budget={"max_steps": 770, "steps_from": "seed 42"},
+             machine="EPYC · 2 cores · flags ['avx2']", precision="32-true"),
+        cell("ssim_ae_extended", 44, 0.9, 0.97, steps=770, budget={"max_steps": 770, "steps_from": "seed 42"},
+             machine="EPYC · 2 cores · flags ['avx2']", precision="32-true"),
+        cell("ssim_ae", 42, 0.8, 0.9, steps=2287, **bf16), cell("Padim", 42, 0.7, 0.95, **bf16),
+    ]  # fmt: skip
+    for record in cells:
+        write_json(cell_path(out, "short", "mvtec_ad_grid_mini", record["model"], record["seed"]), record)
+    folder = out / "cells/short/mvtec_ad_grid_mini/ssim_ae_extended"
+    assert reference_steps(folder) == {"max_steps": 770, "steps_from": f"seed 42, 300.3 s on {bf16['machine']}"}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    assert report(out, "short", readme) == 0
+    table = (out / "short.md").read_text()
+    assert "| ssim_ae_extended (2) | 0.950 ± 0.071 | 0.980 ± 0.014 |" in table  # seeds 43, 44: the collapse left out
+    assert f"mvtec_ad_grid_mini / ssim_ae_extended / seed 42: collapse: {seen}" in table
+    assert ("Our variants trained in bf16 autocast on CPUs with bf16 units and in fp32 elsewhere (`precision` in the "
+            "CSV): 2 cells 32-true, 1 cells bf16-mixed.") in table  # fmt: skip
+    rows = list(csv.DictReader(line for line in (out / "short.csv").open() if not line.startswith("#")))
+    assert [(r["model"], r["seed"], r["status"], r["precision"]) for r in rows] == [
+        ("Padim", "42", "ok", "32-true"), ("ssim_ae", "42", "ok", "bf16-mixed"),
+        ("ssim_ae_extended", "42", "failed", ""), ("ssim_ae_extended", "43", "ok", "32-true"),
+        ("ssim_ae_extended", "44", "ok", "32-true"),
+    ]  # fmt: skip
+
+    set_aside(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae_extended", 42), "failed")  # --rerun-failed
+    assert reference_steps(folder)["max_steps"] == 770
+    guard = folder.with_name("ssim_dae_extended")  # stopped by the guard: no steps to replay, and no twin cell
+    write_json(guard / "seed42.json", {"model": "ssim_dae_extended", "dataset": "mvtec_ad_grid_mini", "seed": 42,
+                                       "tier": "short", "status": "failed", "error": "collapse"})  # fmt: skip
+    assert reference_steps(guard) is None

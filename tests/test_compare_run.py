@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from anomalib_ssimae.precision import training_precision
+
 from .helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -224,6 +226,7 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     # PaDiM's maps must meet the masks where they are: the squares stand out even to a random-weight backbone
     assert peer["image_AUROC"] == 1.0 and peer["pixel_AUROC"] > 0.99 and peer["pixel_AUPRO"] > 0.99
     assert "paper_AUROC" not in peer and peer["pretrained"] is False
+    assert (ours["precision"], peer["precision"]) == (training_precision("auto"), "32-true")  # bf16 only where it pays
     # another machine's seed: the steps of the wall-clock cell, exactly (within an image batch too), not the seconds
     more = ["--tier", "10s", "--models", "ssim_ae", "--datasets", "mvtec_ad_grid_mini", "--seeds", "43"]
     assert main(["run", *more, "--match-steps", "--data-root", str(root), "--out", str(out)]) == 0
