@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -137,7 +138,7 @@ def origins(cells: list[dict], commits: bool = True) -> str:
         text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
                  "model's wall-clock cells (or, where those were all starved, its twin's: `--match-steps`), not for "
                  "the seconds.")  # fmt: skip
-    by = Counter(c["precision"] for c in ok if c["model"] in OURS)
+    by = Counter(c.get("precision") or precision(c) for c in ok if c["model"] in OURS)
     if len(by) > 1:
         text += (" Our variants trained in bf16 autocast on CPUs with bf16 units and in fp32 elsewhere (`precision` "
                  f"in the CSV): {', '.join(f'{n} cells {p}' for p, n in sorted(by.items()))}.")  # fmt: skip
@@ -165,6 +166,25 @@ def load_cells(out: Path, tier: str) -> list[dict]:
         cell["budget_text"] = budget_text(cell)  # the CSV's budget column
         cell.setdefault("precision", precision(cell))
     return cells
+
+
+def earlier_failures(out: Path, tier: str) -> list[dict]:
+    """Failed records that ``--rerun-failed`` set aside (``seed<N>.json.failed``) before rerunning the cell: listed,
+    so a failure that a rerun (perhaps on another machine) replaced is not forgotten. An unreadable one is named."""
+    found = []
+    for folder in dict.fromkeys((tier, "short")):
+        for path in sorted((out / "cells" / folder).glob("*/*/seed*.json.failed*")):
+            if cell_tier(path.parent.name.removesuffix("-pretrained"), tier) != folder:
+                continue
+            try:
+                record = json.loads(path.read_text())
+                where = (record.get("machine") or "machine not recorded").split(" · ")[0]
+                text = f"{record.get('error', '?')} ({where}, {record.get('date', 'no date')})"
+            except (OSError, ValueError) as error:
+                text = f"unreadable: {error}"
+            seed = path.name.split(".")[0].removeprefix("seed")
+            found.append(f"- {path.parent.parent.name} / {path.parent.name} / seed {seed} ({path.name}): {text}")
+    return found
 
 
 def f1max_floor(cells: list[dict], dataset: str) -> float | None:
@@ -210,7 +230,7 @@ def order(cells: list[dict]) -> tuple[list[str], list[str]]:
     return models, datasets
 
 
-def markdown(cells: list[dict], tier: str) -> str:
+def markdown(cells: list[dict], tier: str, earlier: list[str] = ()) -> str:
     summary = summarise(cells)
     models, datasets = order(cells)
     lines = [f"# Comparison, {tier} tier ({budget(tier)} s of training for models that train)", "",
@@ -259,6 +279,9 @@ def markdown(cells: list[dict], tier: str) -> str:
     lines += [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {c.get('error', '?')}" for c in failures] or [
         "none"
     ]
+    if earlier:
+        lines += ["", "## Failed, then rerun", "", ("Records that `--rerun-failed` kept aside as `seed<N>.json.failed` "
+                  "(with their logs) before the cell ran again:"), "", *earlier]  # fmt: skip
     undefined = [f"- {c['dataset']} / {c['label']} / seed {c['seed']}: {metric}" for c in cells for metric in METRICS
                  if isinstance(c.get(metric), float) and math.isnan(c[metric])]  # fmt: skip
     if undefined:
@@ -309,7 +332,7 @@ def margins(cells: list[dict]) -> list[str]:
     return lines
 
 
-def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
+def readme_section(cells: list[dict], tier: str, out: Path = OUT, earlier: list[str] = ()) -> str:
     """The README's comparison table; it names the files and the command that made it."""
     resolved = out.resolve()
     where = resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved
@@ -345,7 +368,8 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT) -> str:
     total = len(full["models"]) * len(full["datasets"]) * len(full["seeds"])
     ran = sum((m, d, s) in done for m in full["models"] for d in full["datasets"] for s in full["seeds"])
     starved_text = f"{hungry} starved cell(s) (`--rerun-starved`) and " if hungry else ""
-    note = (f"{starved_text}{failed} failed cell(s), listed in `{where}/{tier}.md` with their errors. "
+    rerun = f" and {len(earlier)} earlier failure(s) since rerun" if earlier else ""
+    note = (f"{starved_text}{failed} failed cell(s){rerun}, listed in `{where}/{tier}.md` with their errors. "
             f"–: not run yet (or every cell starved); {ran} of the full grid's {total} cells have run "
             f"(`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}` runs the rest).")  # fmt: skip
     lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
@@ -452,8 +476,9 @@ def report(out: Path, tier: str, readme: Path | None) -> int:
         writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**c, "budget": c["budget_text"]} for c in cells)
-    (out / f"{tier}.md").write_text(markdown(cells, tier))
+    earlier = earlier_failures(out, tier)
+    (out / f"{tier}.md").write_text(markdown(cells, tier, earlier))
     written = plots(cells, out, tier)
-    updated = readme is None or update_readme(readme, readme_section(cells, tier, out))
+    updated = readme is None or update_readme(readme, readme_section(cells, tier, out, earlier))
     print(f"{len(cells)} cells -> {out / f'{tier}.csv'}, {out / f'{tier}.md'}, {len(written)} plots")
     return 0 if updated else 1

@@ -316,6 +316,11 @@ def test_cell_found_collapsed_after_the_run(tmp_path: Path) -> None:
 
     set_aside(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae_extended", 42), "failed")  # --rerun-failed
     assert reference_steps(folder)["max_steps"] == 770
+    assert report(out, "short", readme) == 0  # the set-aside failure is still listed, not forgotten
+    assert (f"## Failed, then rerun\n\nRecords that `--rerun-failed` kept aside as `seed<N>.json.failed` (with their "
+            "logs) before the cell ran again:\n\n- mvtec_ad_grid_mini / ssim_ae_extended / seed 42 "
+            f"(seed42.json.failed): collapse: {seen} (EPYC, no date)") in (out / "short.md").read_text()  # fmt: skip
+    assert "0 failed cell(s) and 1 earlier failure(s) since rerun, listed in" in readme.read_text()
     guard = folder.with_name("ssim_dae_extended")  # stopped by the guard: no steps to replay, and no twin cell
     write_json(guard / "seed42.json", {"model": "ssim_dae_extended", "dataset": "mvtec_ad_grid_mini", "seed": 42,
                                        "tier": "short", "status": "failed", "error": "collapse"})  # fmt: skip
