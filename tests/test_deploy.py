@@ -254,6 +254,11 @@ def test_threshold_changes_after_export() -> None:
         normalized_cut(meta, "image", threshold=1.5)
     with pytest.raises(ValueError, match="not both"):
         normalized_cut(meta, "image", threshold=1.0, fpr=0.01)
+    # NaN failed the range check and was told to re-export after set_false_positive_rates, which cannot help
+    with pytest.raises(ValueError, match="^the image threshold must be a finite number, got nan$"):
+        normalized_cut(meta, "image", threshold=float("nan"))
+    with pytest.raises(ValueError, match="^the pixel false-positive rate must be a finite number, got inf$"):
+        normalized_cut(meta, "pixel", fpr=float("inf"))
     with pytest.raises(ValueError, match="no defect-free calibration"):
         normalized_cut({"normalized": True, "pixel_threshold": 0.5, "pixel_min": 0, "pixel_max": 1}, "pixel", fpr=0.01)
     with pytest.raises(ValueError, match="calibration.json"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -173,12 +174,17 @@ def normalized_cut(
     false-positive rate ``fpr`` (needs defect-free calibration); neither keeps the exported cut.
 
     Returns ``(cut, description)``; outputs strictly above ``cut`` are anomalous. Raises ``ValueError`` when both or
-    an impossible request is given: no ``calibration.json``, no calibration for ``fpr``, a zero normalisation range,
-    or a threshold outside the normalisation range (where the exported outputs are clamped).
+    an impossible request is given: a value that is not finite (NaN, inf), no ``calibration.json``, no calibration
+    for ``fpr``, a zero normalisation range, or a threshold outside the normalisation range (where the exported
+    outputs are clamped).
     """
     if threshold is not None and fpr is not None:
         msg = f"give a {level} threshold or a {level} false-positive rate, not both"
         raise ValueError(msg)
+    for name, value in ((f"{level} threshold", threshold), (f"{level} false-positive rate", fpr)):
+        if value is not None and not math.isfinite(value):  # NaN would fail every range check with wrong advice
+            msg = f"the {name} must be a finite number, got {value}"
+            raise ValueError(msg)
     exported = meta.get(f"{level}_cut", 0.5)
     if threshold is None and fpr is None:
         return exported, {"raw": meta.get(f"{level}_threshold"), "normalized": exported, "source": "export"}
