@@ -7,8 +7,9 @@ every step.
         --settings configs fp32 lr5e-4
 
 Per setting it records, every 25 optimiser steps, the training loss, the spread of the reconstruction over the
-crops, the largest output logit (before the sigmoid) and the mean |latent|. A run stops at ``max_steps`` or when the
-model's collapse guard fires (a blank reconstruction at the end of the sigmoid for 50 steps in a row).
+crops, the largest output logit (before the sigmoid), the mean |latent| and the gradient norm before clipping (median
+and maximum over the 25 steps). A run stops at ``max_steps`` or when the model's collapse guard fires (the same
+saturated reconstruction for every crop, 50 steps in a row).
 Writes ``benchmarks/results/collapse.md`` (appends a section per run of this script).
 """
 
@@ -34,6 +35,14 @@ SETTINGS = {  # key -> (name, model init_args over the configs'); the deeppcb co
     "l2": ("l2 loss (configs otherwise)", {"loss": "l2"}),
     "fp32": ("ssim loss, cosine 1e-3, fp32", {"loss": "ssim", "train_precision": "32-true"}),
     "lr5e-4": ("ssim loss, cosine 5e-4, bf16 where the CPU has it", {"loss": "ssim", "learning_rate": 5e-4}),
+    "clip1": (
+        "ssim loss, cosine 1e-3, gradient norm clipped at 1, bf16 where the CPU has it",
+        {"loss": "ssim", "gradient_clip_norm": 1.0},
+    ),
+    "clip0.1": (
+        "ssim loss, cosine 1e-3, gradient norm clipped at 0.1, bf16 where the CPU has it",
+        {"loss": "ssim", "gradient_clip_norm": 0.1},
+    ),
 }
 DEFAULT = ("configs", "paper", "l2")
 EVERY = 25
@@ -51,10 +60,14 @@ def run(model_name: str, dataset: str, root: Path, steps: int, overrides: dict) 
     def after_loss(module: torch.nn.Module, inputs: tuple, loss: torch.Tensor) -> None:
         step = len(state.setdefault("losses", []))
         state["losses"].append(loss.item())
+        if model.grad_norm is not None:  # the previous step's, before clipping
+            state.setdefault("norms", []).append(float(model.grad_norm))
         if step % EVERY == 0:
             reconstruction = inputs[1].detach().float()
+            norms = state.pop("norms", [float("nan")])
             trace.append({"step": step, "loss": loss.item(), "rec_std": reconstruction.std().item(),
-                          "logit_max": state["logit"], "z_abs": state["z"]})  # fmt: skip
+                          "logit_max": state["logit"], "z_abs": state["z"], "norm": max(norms),
+                          "norm_median": sorted(norms)[len(norms) // 2]})  # fmt: skip
 
     model.loss.register_forward_hook(after_loss)
     engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=5, max_steps=steps,
@@ -89,9 +102,10 @@ def main() -> None:
         result = run(args.model, args.dataset, args.data_root, args.steps, overrides | {"seed": args.seed})
         print(name, result["outcome"], flush=True)
         lines += [f"### {name}: {result['outcome']} ({result['seconds']:.0f} s)", "",
-                  "| step | loss | reconstruction sd | max output logit | mean abs latent |", "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {t['step']} | {t['loss']:.4f} | {t['rec_std']:.4f} | {t['logit_max']:.3g} | {t['z_abs']:.3g} |"
-                  for t in result["trace"]]  # fmt: skip
+                  ("| step | loss | reconstruction sd | max output logit | mean abs latent | gradient norm: median, "
+                   "max over the last 25 steps |"), "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {t['step']} | {t['loss']:.4f} | {t['rec_std']:.4f} | {t['logit_max']:.3g} | {t['z_abs']:.3g} | "
+                  f"{t['norm_median']:.3g}, {t['norm']:.3g} |" for t in result["trace"]]  # fmt: skip
         lines.append("")
     append_markdown(REPO / "benchmarks" / "results" / "collapse.md", "Training collapse", lines)
 
