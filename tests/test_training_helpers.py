@@ -45,7 +45,6 @@ def test_seed_makes_initial_weights_reproducible() -> None:
         ({"lr_schedule": "cosine", "lr_step_size": 5}, "exclude each other"),
         ({"warmup_crops": -1}, "warmup_crops must be >= 0"),
         ({"train_precision": "16-mixed"}, "precision must be one of"),
-        ({"gradient_clip_norm": 0.0}, "gradient_clip_norm must be a positive number or null, got 0.0"),
         ({"image_size": 128, "score_sigma": 40.0}, "score_sigma 40.0 is too large for image_size 128 x 128"),
     ],
 )
@@ -194,24 +193,21 @@ def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
     assert model._schedule.factor.total == 7  # the schedule ends where training does
 
 
-@pytest.mark.parametrize("clip", [None, 1e-3])
-def test_gradient_clip_norm_bounds_each_step(tmp_path: Path, clip: float | None) -> None:
-    """``gradient_clip_norm`` scales a step's gradients down to that global L2 norm (the extended networks' latent
-    exploded at the peak learning rate without it); ``grad_norm`` is the norm before clipping, logged either way."""
+def test_gradient_norm_is_logged(tmp_path: Path) -> None:
+    """``grad_norm``, the global L2 norm of each optimiser step's gradients, is logged (it jumped from about 0.2 to
+    11 when the extended network diverged on hazelnut_toy, ``benchmarks/results/collapse.md``)."""
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
 
-    model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], gradient_clip_norm=clip,
-                   visualizer=False)  # fmt: skip
+    model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], visualizer=False)
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
     engine = Engine(
         accelerator="cpu", devices=1, logger=False, max_epochs=1, max_steps=3, limit_val_batches=0,
         enable_progress_bar=False, default_root_dir=tmp_path,
     )  # fmt: skip
     engine.fit(model, datamodule=datamodule)
-    applied = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.model.parameters()]))
-    assert float(model.grad_norm) > 0.01  # the last step's gradients, before clipping
-    assert float(applied) == pytest.approx(clip if clip else float(model.grad_norm), rel=1e-4)
+    gradients = torch.cat([p.grad.flatten() for p in model.model.parameters()])  # the last step's, still there
+    assert float(model.grad_norm) == pytest.approx(float(gradients.norm()), rel=1e-5) and float(model.grad_norm) > 0
     assert float(engine.trainer.logged_metrics["grad_norm"]) == pytest.approx(float(model.grad_norm))
 
 

@@ -122,10 +122,6 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             that comes first (the decay follows whichever is further along). It reached the paper's quality in
             about a quarter of the crops (``benchmarks/results/time_to_quality.md``).
         warmup_crops: length of the warm-up in training crops (``"cosine"`` only).
-        gradient_clip_norm: largest global L2 norm of the gradients of one optimiser step; larger ones are scaled
-            down to it (``torch.nn.utils.clip_grad_norm_``). ``None``: no clipping. The norm before clipping is
-            logged as ``grad_norm`` either way. The extended networks' latent exploded within a few steps at the
-            peak of the schedule without it (``benchmarks/results/collapse.md``).
         train_precision: ``"auto"`` trains the network under bf16 autocast where the CPU has bf16 units
             (AVX512-BF16 or AMX; about 1.7x faster there) and in fp32 elsewhere (bf16 was 8x slower on an
             AVX2-only CPU); ``"bf16-mixed"`` or ``"32-true"`` force one. The SSIM loss, validation, test and export
@@ -195,7 +191,6 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         lr_gamma: float = 0.5,
         lr_schedule: str = "constant",
         warmup_crops: int = 0,
-        gradient_clip_norm: float | None = None,
         train_precision: str = "auto",
         channels_last: bool = True,
         denoising: bool = False,
@@ -213,9 +208,6 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             if value < 1:
                 msg = f"{name} must be at least 1, got {value}"
                 raise ValueError(msg)
-        if gradient_clip_norm is not None and not gradient_clip_norm > 0:
-            msg = f"gradient_clip_norm must be a positive number or null, got {gradient_clip_norm}"
-            raise ValueError(msg)
         check_schedule(lr_schedule, lr_step_size, warmup_crops)
         training_precision(train_precision)  # raises on an unknown value
         self.crop_sampler = CropSampler(
@@ -258,7 +250,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen = 0
         self._saturated_steps = 0  # consecutive optimiser steps with a blank, saturated reconstruction (collapse)
         self._bf16 = False  # set at fit start from train_precision and the device
-        self.grad_norm: torch.Tensor | None = None  # of the last optimiser step, before clipping
+        self.grad_norm: torch.Tensor | None = None  # global L2 norm of the last optimiser step's gradients
         self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
         self._timer: Timer | None = None  # the max_time timer, set at fit start (one process only)
 
@@ -441,9 +433,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             self._check_saturation(crops, reconstruction.detach())
-            # the norm before clipping (inf: measure only); the gradients are all-reduced already under DDP
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.hparams.gradient_clip_norm or math.inf
+            # logged: it jumps when training diverges (collapse.md); under DDP the gradients are all-reduced already
+            self.grad_norm = torch.nn.utils.get_total_norm(
+                p.grad for p in self.model.parameters() if p.grad is not None
             )
             if self._schedule is not None:
                 self._schedule.apply(optimizer, self.trainer.global_step)
