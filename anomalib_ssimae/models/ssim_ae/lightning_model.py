@@ -483,9 +483,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was the "
                 "same image at the ends of the output sigmoid for every crop, so the network ignores its input and "
                 f"almost no gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen "
-                "with loss: ssim on binarised (black-and-white) images: use loss: l2; and in bf16 at a peak "
-                "learning_rate of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile and hazelnut_toy): set "
-                "train_precision: 32-true or halve learning_rate"
+                "with loss: ssim on binarised (black-and-white) images: use loss: l2; and at a peak learning_rate "
+                "of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile and hazelnut_toy, in bf16 and in fp32): halve "
+                "learning_rate"
             )
             raise FloatingPointError(msg)
 
