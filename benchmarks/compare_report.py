@@ -93,6 +93,11 @@ def main_machine(cells: list[dict]) -> str | None:
     return machines.most_common(1)[0][0] if machines else None
 
 
+def cpu(machine: str) -> str:
+    """A machine's CPU, cores and flags (``AMD EPYC · 2 cores · flags ['avx2']``): two EPYCs differ by their flags."""
+    return " · ".join(machine.split(" · ")[:3])
+
+
 def budget_text(cell: dict) -> str:
     """``300 s`` (wall clock), ``3789 steps`` (``--match-steps``) or ``one pass``, for the CSV; older records have no
     ``budget``: theirs was the tier's."""
@@ -134,17 +139,18 @@ def origins(cells: list[dict], commits: bool = True) -> str:
         text += " Warning: models that train ran on more than one machine, and their budget is wall time."
     matched = [c for c in ok if step_budget(c) is not None]
     if matched:
-        where = Counter(c.get("machine") or "machine not recorded" for c in matched).most_common(1)[0][0]
-        text += (f" {len(matched)} cell(s) of models that train ran on {where} for the optimiser steps of the same "
-                 "model's wall-clock cells (or, where those were all starved, its twin's: `--match-steps`), not for "
-                 "the seconds.")  # fmt: skip
+        where = Counter(cpu(c.get("machine") or "machine not recorded") for c in matched).most_common()
+        text += (f" {len(matched)} cell(s) of models that train ran for the optimiser steps of the same model's "
+                 "wall-clock cells (or, where those were all starved, its twin's: `--match-steps`), not for the "
+                 f"seconds: {'; '.join(f'{n} on {m}' for m, n in where)}.")  # fmt: skip
     by = Counter(c.get("precision") or precision(c) for c in ok if c["model"] in OURS)
     if len(by) > 1:
+        counts = ", ".join(f"{n} cell{'s' * (n > 1)} {p}" for p, n in sorted(by.items()))
         text += (" Our variants trained in bf16 autocast on CPUs with bf16 units and in fp32 elsewhere (`precision` "
-                 f"in the CSV): {', '.join(f'{n} cells {p}' for p, n in sorted(by.items()))}.")  # fmt: skip
+                 f"in the CSV): {counts}.")  # fmt: skip
     main = main_machine(cells)
     if main and any(c.get("machine") != main for c in cells if c["status"] == "ok"):
-        text += f" Train and test times are those of the {main.split(' · ')[0]} cells."
+        text += f" Train and test times are those of the {cpu(main)} cells."
     return text
 
 

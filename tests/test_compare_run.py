@@ -237,7 +237,7 @@ def test_grid_end_to_end_with_a_budget_of_seconds(tmp_path: Path) -> None:
     assert report(out, "10s", None) == 0
     table = (out / "10s.md").read_text()
     assert "# Comparison, 10s tier (10 s of training for models that train)" in table
-    assert "1 cell(s) of models that train ran on" in table and "| ssim_ae (2) |" in table
+    assert "1 cell(s) of models that train ran for the optimiser steps" in table and "| ssim_ae (2) |" in table
 
 
 @pytest.mark.slow
