@@ -361,10 +361,12 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT, earlier: list[
         for model in models:
             entry = summary.get((model, dataset), {})
             pixel, image = entry.get("pixel_AUROC"), entry.get("image_AUROC")
-            failed = any(c["label"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
+            failed = sum(c["label"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
             text = f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failed else "–"
             n = image[2] if image else len(seeds)
-            row.append(text + (f" ({n} seed{'s' * (n > 1)})" if n < len(seeds) else ""))  # fewer seeds than others
+            said = [f"{n} seed{'s' * (n > 1)}"] if n < len(seeds) else []  # fewer seeds than others
+            said += [f"{failed} failed"] if failed and entry else []  # the mean is of the seeds that trained
+            row.append(text + (f" ({', '.join(said)})" if said else ""))
         lines.append("| " + " | ".join([*row, ", ".join(map(str, seeds)), CAVEATS.get(dataset, "")]) + " |")
     failed = sum(c["status"] != "ok" for c in cells)
     hungry = sum(bool(c.get("starved")) for c in cells)
@@ -372,12 +374,20 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT, earlier: list[
     done = {(c["model"], c["dataset"], c["seed"]) for c in cells
             if c["status"] == "ok" and not c.get("pretrained") and not c.get("starved")}  # fmt: skip
     total = len(full["models"]) * len(full["datasets"]) * len(full["seeds"])
-    ran = sum((m, d, s) in done for m in full["models"] for d in full["datasets"] for s in full["seeds"])
+    grid = {(m, d, s) for m in full["models"] for d in full["datasets"] for s in full["seeds"]}
+    ran = len(grid & done)
+    lost = len(
+        grid
+        & {(c["model"], c["dataset"], c["seed"]) for c in cells if c["status"] != "ok" and not c.get("pretrained")}
+        - done
+    )
     starved_text = f"{hungry} starved cell(s) (`--rerun-starved`) and " if hungry else ""
     rerun = f" and {len(earlier)} earlier failure(s) since rerun" if earlier else ""
+    run = f"`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}`"
+    left = f"; {total - ran - lost} have not run ({run} runs them)" if total - ran - lost else ""
     note = (f"{starved_text}{failed} failed cell(s){rerun}, listed in `{where}/{tier}.md` with their errors. "
-            f"–: not run yet (or every cell starved); {ran} of the full grid's {total} cells have run "
-            f"(`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}` runs the rest).")  # fmt: skip
+            f"–: not run yet (or every cell starved). Of the full grid's {total} cells, {ran} have finished and "
+            f"{lost} failed{left}; {run[:-1]} --rerun-failed` runs the failed ones again.")  # fmt: skip
     lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
     return "\n".join(lines)
 
