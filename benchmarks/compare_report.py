@@ -50,8 +50,8 @@ CAVEATS = {
     "mvtec_ad_grid_mini": "14 test images (3 good): image AUROC moves by 0.1-0.2 between seeds",
     "hazelnut_toy": (
         "colour defects: every model that trains reaches image AUROC 1.0 (a smoke test). SSIM-AEe and SSIM-DAEe "
-        "collapsed here at step ~420 at the peak learning rate of 1e-3, in bf16 and in fp32 (failed cells, listed "
-        "below); SSIM-AEe seed 43 trained in fp32"
+        "collapsed here at steps 347-420 at the peak learning rate of 1e-3, in bf16 and in fp32 (failed cells, "
+        "listed below); only SSIM-AEe seed 43 trained (fp32)"
     ),
     "magnetic_tile": "ROI crops of many sizes, resized; the same tile under different lighting",
     "bsdata_pitting": "defect frames are later and dirtier than the good ones: image AUROC is inflated",
