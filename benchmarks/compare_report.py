@@ -385,9 +385,11 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT, earlier: list[
     rerun = f" and {len(earlier)} earlier failure(s) since rerun" if earlier else ""
     run = f"`python benchmarks/compare.py run --grid full --tier {tier}{out_flag}`"
     left = f"; {total - ran - lost} have not run ({run} runs them)" if total - ran - lost else ""
-    note = (f"{starved_text}{failed} failed cell(s){rerun}, listed in `{where}/{tier}.md` with their errors. "
-            f"–: not run yet (or every cell starved). Of the full grid's {total} cells, {ran} have finished and "
-            f"{lost} failed{left}; {run[:-1]} --rerun-failed` runs the failed ones again.")  # fmt: skip
+    note = (
+        f"{starved_text}{failed} failed cell(s){rerun}, listed in `{where}/{tier}.md` with their errors. "
+        f"–: not run yet (or every cell starved). Of the full grid's {total} cells, {ran} have finished and "
+        f"{lost} failed{left}" + (f"; {run[:-1]} --rerun-failed` runs the failed ones again." if lost else ".")
+    )
     lines += ["", MARGIN_NOTE, "", *margins(cells), "", note, END]
     return "\n".join(lines)
 
