@@ -155,22 +155,27 @@ def test_predict_refuses_what_anomalib_would_misread(tmp_path: Path, name: str, 
     assert not list((tmp_path / "results").rglob("*.jsonl"))  # nothing scored
 
 
+def fit_on_mini(model: SsimAe, tmp_path: Path, **limit: object):
+    """One epoch of ``model`` on bsdata_pitting_mini, validation off, ending at ``limit`` (max_steps or max_time):
+    its 40 training images make one image batch, so every optimiser step of the epoch is inside that batch."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+                    enable_progress_bar=False, default_root_dir=tmp_path, **limit)  # fmt: skip
+    engine.fit(model, datamodule=datamodule)
+    return engine
+
+
 def test_max_time_stops_inside_an_image_batch(tmp_path: Path) -> None:
     # one image batch carries every optimiser step of the epoch here (40 images, batch 64): before, Lightning's
     # max_time check after the batch let a 2-second budget run the whole epoch of 100,000 crops
     import time
 
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
-
     model = SsimAe(crops_per_epoch=100_000, batch_size=8, image_size=[208, 512], visualizer=False)
-    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
-    engine = Engine(
-        accelerator="cpu", devices=1, logger=False, max_epochs=1, max_time={"seconds": 2}, limit_val_batches=0,
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
     start = time.perf_counter()
-    engine.fit(model, datamodule=datamodule)
+    engine = fit_on_mini(model, tmp_path, max_time={"seconds": 2})
     assert time.perf_counter() - start < 30
     assert 0 < engine.trainer.global_step < 1000  # of 12,500 steps in the epoch
 
@@ -178,17 +183,9 @@ def test_max_time_stops_inside_an_image_batch(tmp_path: Path) -> None:
 def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
     """``trainer.max_steps`` is exact: before, the whole image batch ran (``max_steps: 3789`` trained 4375 steps, the
     last ones at learning rate 0, since the cosine schedule ends at max_steps)."""
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
-
     model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], lr_schedule="cosine", warmup_crops=8,
                    visualizer=False)  # fmt: skip
-    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
-    engine = Engine(
-        accelerator="cpu", devices=1, logger=False, max_epochs=1, max_steps=7, limit_val_batches=0,
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    engine.fit(model, datamodule=datamodule)
+    engine = fit_on_mini(model, tmp_path, max_steps=7)
     assert engine.trainer.global_step == 7  # of 1000 in the epoch's one image batch
     assert model._schedule.factor.total == 7  # the schedule ends where training does
 
@@ -196,16 +193,8 @@ def test_max_steps_stops_inside_an_image_batch(tmp_path: Path) -> None:
 def test_gradient_norm_is_logged(tmp_path: Path) -> None:
     """``grad_norm``, the global L2 norm of each optimiser step's gradients, is logged (it jumped from about 0.2 to
     11 when the extended network diverged on hazelnut_toy, ``benchmarks/results/collapse.md``)."""
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
-
     model = SsimAe(crops_per_epoch=4000, batch_size=4, image_size=[208, 512], visualizer=False)
-    datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
-    engine = Engine(
-        accelerator="cpu", devices=1, logger=False, max_epochs=1, max_steps=3, limit_val_batches=0,
-        enable_progress_bar=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    engine.fit(model, datamodule=datamodule)
+    engine = fit_on_mini(model, tmp_path, max_steps=3)
     gradients = torch.cat([p.grad.flatten() for p in model.model.parameters()])  # the last step's, still there
     assert float(model.grad_norm) == pytest.approx(float(gradients.norm()), rel=1e-5) and float(model.grad_norm) > 0
     assert float(engine.trainer.logged_metrics["grad_norm"]) == pytest.approx(float(model.grad_norm))
