@@ -167,7 +167,10 @@ def test_one_pass_models_serve_every_tier(tmp_path: Path) -> None:
     write_json(cell_path(out, "short", "mvtec_ad_grid_mini", "ssim_ae", 42), cell("ssim_ae", 42, 0.8, 0.90))
     long = cell("ssim_ae", 42, 0.9, 0.95, tier="long", train_s=1200.0)
     write_json(cell_path(out, "long", "mvtec_ad_grid_mini", "ssim_ae", 42), long)
-    args = ["--tier", "long", "--models", "Padim", "ssim_ae", "--datasets", "mvtec_ad_grid_mini", "--seeds", "42"]
+    root = tmp_path / "data"  # not ../shared/datasets: the suite runs in a clone with nothing beside it
+    (root / "mvtec_ad_grid_mini/train/good").mkdir(parents=True)
+    args = ["--tier", "long", "--models", "Padim", "ssim_ae", "--datasets", "mvtec_ad_grid_mini", "--seeds", "42",
+            "--data-root", str(root)]  # fmt: skip
 
     assert main(["run", *args, "--out", str(out)]) == 0  # both cells found: nothing runs
     assert not (out / "cells/long/mvtec_ad_grid_mini/Padim").exists()
