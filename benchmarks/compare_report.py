@@ -361,11 +361,11 @@ def readme_section(cells: list[dict], tier: str, out: Path = OUT, earlier: list[
         for model in models:
             entry = summary.get((model, dataset), {})
             pixel, image = entry.get("pixel_AUROC"), entry.get("image_AUROC")
-            failed = sum(c["label"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
-            text = f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failed else "–"
+            failures = sum(c["label"] == model and c["dataset"] == dataset and c["status"] != "ok" for c in cells)
+            text = f"{cell_text(pixel, 2)} / {cell_text(image, 2)}" if entry else "failed" if failures else "–"
             n = image[2] if image else len(seeds)
             said = [f"{n} seed{'s' * (n > 1)}"] if n < len(seeds) else []  # fewer seeds than others
-            said += [f"{failed} failed"] if failed and entry else []  # the mean is of the seeds that trained
+            said += [f"{failures} failed"] if failures and entry else []  # the mean is of the seeds that trained
             row.append(text + (f" ({', '.join(said)})" if said else ""))
         lines.append("| " + " | ".join([*row, ", ".join(map(str, seeds)), CAVEATS.get(dataset, "")]) + " |")
     failed = sum(c["status"] != "ok" for c in cells)
