@@ -14,12 +14,13 @@ import torch
 from anomalib.post_processing import PostProcessor
 from anomalib.utils.path import generate_output_filename
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from anomalib_ssimae.deploy.records import json_number, prediction_record, reserve_prediction_run, warn_if_upscaled
-from anomalib_ssimae.post_processing import DefectFreePostProcessor
+from anomalib_ssimae.post_processing import DefectFreePostProcessor, defect_free_count
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ class RunSummary(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Name the result images, checkpoint and run directory."""
         say(f"run directory: {Path(trainer.default_root_dir).resolve()}")
-        images = Path(trainer.default_root_dir) / "images"
-        if images.is_dir():
+        if hasattr(pl_module.visualizer, "test_dir"):  # ReconstructionVisualizer: this test's own folder
+            images = pl_module.visualizer.test_dir
+        else:  # another visualizer: anomalib's folder
+            images = Path(trainer.default_root_dir) / "images"
+        if images is not None and images.is_dir():
             say(f"result images ({sum(1 for _ in images.rglob('*.png'))} PNG): {images.resolve()}")
         own = pl_module.__dict__.pop("_tested_checkpoint", None)  # a resumed run tested its own weights
         checkpoint = own or trainer.ckpt_path or getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -193,18 +197,51 @@ def _is_bool(tensor: Any) -> bool:
 
 
 class ValidationMonitor(Callback):
-    """Warn once about validation sets that make thresholds or ``val_loss`` meaningless; show reconstructions.
+    """Refuse, before training, a validation split without defect-free images when a callback needs ``val_loss``;
+    warn once about validation sets that make thresholds or ``val_loss`` meaningless; show reconstructions.
 
-    Reads the reconstruction the model's ``validation_step`` attaches to its output batch (``outputs.reconstruction``,
-    ``(B, C, H, W)``), so nothing is computed twice. Writes up to 4 image/reconstruction pairs per epoch to
-    TensorBoard (``val/image_and_reconstruction``) and logs a warning when the reconstructions collapse to uniform
-    images, the failure users report most.
+    ``val_loss`` is the loss on the defect-free validation images only: without any, it is never logged, and
+    ``EarlyStopping(monitor="val_loss")`` (strict, as in ``configs/model/*.yaml``) or
+    ``ModelCheckpoint(monitor="val_loss")`` would stop the run after its first epoch.
+
+    Reads the reconstruction the model's ``validation_step`` attaches to its output batch
+    (``outputs.reconstruction``, ``(B, C, H, W)``), so nothing is computed twice. Writes up to 4
+    image/reconstruction pairs per epoch to TensorBoard (``val/image_and_reconstruction``) and logs a warning when
+    the reconstructions collapse to uniform images, the failure users report most.
     """
 
     def __init__(self) -> None:
         self._defective = 0
         self._warned_thresholds = False
         self._warned_val_loss = False
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse training when a callback monitors ``val_loss`` and the datamodule's validation split has no
+        defect-free image (see the class docstring).
+
+        Raises:
+            ValueError: naming the callbacks and the split's size.
+        """
+        del pl_module
+        datamodule = getattr(trainer, "datamodule", None)
+        val_data = getattr(datamodule, "val_data", None)
+        if defect_free_count(val_data) != 0:  # some, or cannot tell
+            return
+        needs = [
+            type(callback).__name__
+            for callback in trainer.callbacks
+            if (isinstance(callback, EarlyStopping) and callback.monitor == "val_loss" and callback.strict)
+            or (isinstance(callback, ModelCheckpoint) and callback.monitor == "val_loss")
+        ]
+        if needs:
+            msg = (
+                f"{' and '.join(needs)} monitor val_loss, but the validation split ({len(val_data)} images) has no "
+                "defect-free image, so val_loss (the loss on defect-free validation images) is never logged and "
+                "training would stop after its first epoch. Give the validation split defect-free images (e.g. "
+                "data.init_args.val_split_mode: from_test with defect-free test images, or from_train), or remove "
+                "the callback."
+            )
+            raise ValueError(msg)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reset the count of defective validation images."""

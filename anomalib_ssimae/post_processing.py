@@ -49,13 +49,18 @@ def check_fpr(name: str, value: float) -> None:
 
 def too_few_images(count: int) -> str:
     """The error for a validation split with ``count`` (< :data:`MIN_CALIBRATION_IMAGES`) defect-free images."""
+    why = (
+        "There is nothing to set the thresholds on (the configured post-processor needs defect-free validation "
+        "images; without them the thresholds would be anomalib's F1-adaptive ones, an operating point nobody chose)."
+        if count == 0
+        else "A threshold fitted on one image is its own score, which about half of similar defect-free images "
+        "exceed (they would be called anomalous), and the normalisation range collapses (scores of exactly 0 or 1)."
+    )
     return (
-        f"DefectFreePostProcessor: the validation split has {count} defect-free image; at least "
-        f"{MIN_CALIBRATION_IMAGES} are needed (about 1 / image_fpr for the rate to hold). A threshold fitted on one "
-        "image is its own score, which about half of similar defect-free images exceed (they would be called "
-        "anomalous), and the normalisation range collapses (scores of exactly 0 or 1). Give the validation split "
-        "more defect-free images: raise data.init_args.val_split_ratio, or add images to the defect-free test folder "
-        "(normal_test_dir) for from_test splits."
+        f"DefectFreePostProcessor: the validation split has {count} defect-free image{'' if count == 1 else 's'}; "
+        f"at least {MIN_CALIBRATION_IMAGES} are needed (about 1 / image_fpr for the rate to hold). {why} Give the "
+        "validation split more defect-free images: raise data.init_args.val_split_ratio, or add images to the "
+        "defect-free test folder (normal_test_dir) for from_test splits, or use val_split_mode: from_train."
     )
 
 
@@ -123,10 +128,12 @@ class DefectFreePostProcessor(PostProcessor):
             per pixel); later images of the epoch still count for the image threshold.
         **kwargs: anomalib ``PostProcessor`` arguments (``enable_normalization``, sensitivities, ...).
 
-    Without any defect-free validation image the thresholds stay those of anomalib's F1-adaptive metric, with a
-    warning; with exactly one, training stops with a ``ValueError`` (at fit start when the datamodule's validation
-    split can be counted, else at the end of the first validation): a threshold fitted on one image is its own
-    score, which about half of similar images exceed. Normalisation maps ``threshold +- half`` to [0, 1], ``half``
+    With fewer than two defect-free validation images, training stops with a ``ValueError`` before it starts, when
+    the datamodule's validation split can be counted: without any, there is nothing to fit the thresholds on (and
+    anomalib's F1-adaptive ones, fitted on defective images only, are an operating point nobody chose); a threshold
+    fitted on one image is its own score, which about half of similar images exceed. Where the split cannot be
+    counted (dataloaders without a datamodule), one image stops training at the end of the first validation, and
+    none leaves the F1-adaptive thresholds, with a warning. Normalisation maps ``threshold +- half`` to [0, 1], ``half``
     the larger distance from the threshold to a validation value; when every validation value equals the threshold
     (``half = 0``) it falls back to ``half = |threshold|`` (1 for a zero threshold), with a warning: normalised
     ``0.5 + (x - t) / (2 |t|)``, so 0 maps to 0, the threshold to 0.5 and twice it to 1. Rates are refused outside
@@ -171,10 +178,11 @@ class DefectFreePostProcessor(PostProcessor):
         return (*super()._checkpoint_config_keys, "image_fpr", "pixel_fpr", "min_defect_area")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refuse a validation split with a single defect-free image before training (see the class docstring)."""
+        """Refuse a validation split with fewer than two defect-free images before training (see the class
+        docstring)."""
         del pl_module
         count = defect_free_count(getattr(getattr(trainer, "datamodule", None), "val_data", None))
-        if count is not None and 0 < count < MIN_CALIBRATION_IMAGES:
+        if count is not None and count < MIN_CALIBRATION_IMAGES:
             raise ValueError(too_few_images(count))
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

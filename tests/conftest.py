@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from anomalib.engine import Engine
 
-from .helpers import EMBEDDED, load_image
+from anomalib_ssimae import SsimAe
+from anomalib_ssimae.post_processing import DefectFreePostProcessor
+
+from .helpers import EMBEDDED, load_image, quickstart_datamodule
 
 
 def _first_training_image() -> Path:
@@ -25,3 +29,19 @@ def gray_image() -> torch.Tensor:
 def pitting_image() -> torch.Tensor:
     """A real, non-square BSData image from the embedded data: (1, 3, 208, 512)."""
     return load_image(_first_training_image())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, work folder) of a short in-process training with defect-free calibration: SsimAe at 256 x 256,
+    128 crops, one epoch on the embedded data (quickstart split). Its weights are poor, but parity, calibration, output
+    paths and quantisation are properties of the pipeline, not of the training. One training per test session."""
+    work = tmp_path_factory.mktemp("deploy")
+    model = SsimAe(
+        crops_per_epoch=128, batch_size=64, post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01)
+    )
+    engine = Engine(
+        max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+    )
+    engine.fit(model, datamodule=quickstart_datamodule())
+    return Path(engine.trainer.checkpoint_callback.best_model_path), work

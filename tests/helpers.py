@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from anomalib.data import MVTecAD
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,3 +30,16 @@ def load_image(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB
     if size is not None:
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def quickstart_datamodule(**kwargs: object) -> MVTecAD:
+    """The embedded data with the split of configs/data/quickstart.yaml: 6 good + 8 pitting validation images."""
+    options = {
+        "val_split_mode": "from_test",
+        "val_split_ratio": 0.5,
+        "seed": 42,
+        "num_workers": 0,
+        "train_batch_size": 32,
+        "eval_batch_size": 8,
+    } | kwargs
+    return MVTecAD(root=DATASETS, category="bsdata_pitting_mini", **options)

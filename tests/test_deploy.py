@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import MVTecAD, PredictDataset
+from anomalib.data import PredictDataset
 from anomalib.data.utils import read_image
 from anomalib.engine import Engine
 from PIL import Image
@@ -28,39 +28,12 @@ from anomalib_ssimae.components.tiling import axis_runs
 from anomalib_ssimae.deploy import OpenVinoDetector, defect_regions, normalized_cut, predict_folder
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
-from .helpers import DATASETS, EMBEDDED
+from .helpers import EMBEDDED, quickstart_datamodule
 
 # Anomaly maps after normalisation against torch (issue 4's target: 1e-4). Measured: about 2e-5 on the AVX512-BF16
 # EPYC (2026-11-29); on the AMX Xeon (2026-12-01) up to 8.1e-5 for ONNX Runtime and 1.0e-4 for OpenVINO f32 on the
 # grid-trained SSIM-AE, where torch's own fp32 kernels differ from both runtimes. A wrong graph is off by far more.
 TOLERANCE = 2e-4
-
-
-def quickstart_datamodule(**kwargs: object) -> MVTecAD:
-    """The embedded data with the split of configs/data/quickstart.yaml: 6 good + 8 pitting validation images."""
-    options = {
-        "val_split_mode": "from_test",
-        "val_split_ratio": 0.5,
-        "seed": 42,
-        "num_workers": 0,
-        "train_batch_size": 32,
-        "eval_batch_size": 8,
-    } | kwargs
-    return MVTecAD(root=DATASETS, category="bsdata_pitting_mini", **options)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, work folder) of a short in-process training with defect-free calibration."""
-    work = tmp_path_factory.mktemp("deploy")
-    model = SsimAe(
-        crops_per_epoch=128, batch_size=64, post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01)
-    )
-    engine = Engine(
-        max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
-    )
-    engine.fit(model, datamodule=quickstart_datamodule())
-    return Path(engine.trainer.checkpoint_callback.best_model_path), work
 
 
 def lightning_predict(model: SsimAe, folder: Path, root: Path) -> dict[str, np.ndarray]:

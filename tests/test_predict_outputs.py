@@ -2,7 +2,7 @@
 metadata that states what the graph does, refused ONNX opsets and false-positive rates, warnings for enlarged
 images.
 
-Uses the short defect-free-calibrated training of ``tests/test_deploy.py`` (the same fixture: 128 crops at 256 x 256
+Uses the short defect-free-calibrated training of ``conftest.trained`` (one per session: 128 crops at 256 x 256
 on the embedded data), so the checkpoint, thresholds and pre-processor are real.
 """
 
@@ -25,10 +25,7 @@ from anomalib_ssimae import SsimAe
 from anomalib_ssimae.deploy import OpenVinoDetector, normalized_cut, predict_folder
 from anomalib_ssimae.deploy.export import ignored_cli_model_arguments
 
-from . import test_deploy
 from .helpers import EMBEDDED
-
-trained = test_deploy.trained  # the module-scoped training fixture of test_deploy.py: one training per module
 
 GOOD = min((EMBEDDED / "test" / "good").glob("*.png"))  # a real 512 x 208 defect-free image
 

@@ -10,8 +10,9 @@ is part of the mask name: ``1.png, 2.png, 10.png`` fail with a false mismatch, m
 that sort differently from the images go silently to other images, a missing mask ends in a NumPy/pandas error naming
 no file. ``MVTecAD`` reads ``.png``/``.PNG`` only (``.jpg``, ``.bmp`` ... are dropped silently), and hidden files
 (``.ipynb_checkpoints/``, macOS ``._*.png``) become samples that stop the run. These subclasses replace only the
-listing (``_setup``) and the reading of each sample; splits, loaders and augmentations stay anomalib's. At setup,
-before training or testing:
+listing (``_setup``) and the reading of each sample; splits, loaders and augmentations stay anomalib's. ``MVTecAD``
+refuses a missing ``<root>/<category>``, naming it, before anything else when the category is not one of MVTec AD's
+(anomalib's would download MVTec AD into ``root`` for any category). At setup, before training or testing:
 
 - Images: any case of ``IMAGE_SUFFIXES`` (or Folder's ``extensions``), in sub-folders too. Hidden files and folders
   (a name starting with ``.``: AppleDouble ``._*``, ``.DS_Store``, ``.ipynb_checkpoints``), ``__MACOSX`` and
@@ -47,6 +48,7 @@ from anomalib.data import Folder as AnomalibFolder
 from anomalib.data import MVTecAD as AnomalibMVTecAD
 from anomalib.data.dataclasses import ImageItem
 from anomalib.data.datasets.base import AnomalibDataset
+from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from anomalib.data.utils import LabelName
 from anomalib.data.utils.path import validate_and_resolve_path, validate_path
 from pandas import DataFrame
@@ -341,6 +343,24 @@ class _NamedMasks:
 
 class MVTecAD(_NamedMasks, AnomalibMVTecAD):
     """anomalib's ``MVTecAD``, same arguments; images of any suffix case, masks paired by name (module docstring)."""
+
+    def prepare_data(self) -> None:
+        """anomalib's: download MVTec AD when ``<root>/<category>`` is missing, but only for one of its 15
+        categories. For any other category the archive cannot hold it: anomalib 2.7 would still download MVTec AD
+        (4.9 GB) into ``root`` and then fail on the missing folder.
+
+        Raises:
+            FileNotFoundError: naming ``<root>/<category>`` when it is not a folder and ``category`` is not an
+                MVTec AD category.
+        """
+        folder = Path(self.root) / self.category
+        if not folder.is_dir() and self.category not in MVTEC_CATEGORIES:
+            msg = (
+                f"{folder}: no such folder (data.init_args.root {self.root}, category {self.category}); anomalib "
+                "downloads only the MVTec AD categories. Check data.init_args.root and data.init_args.category"
+            )
+            raise FileNotFoundError(msg)
+        super().prepare_data()
 
     def _setup(self, _stage: str | None = None) -> None:
         self._datasets("MVTecAD", make_mvtec_samples(Path(self.root) / self.category), self.category)

@@ -76,6 +76,36 @@ def reserve_prediction_run(root: Path, pictures: Path | None = None) -> str:
         return name
 
 
+def reserve_run_folder(parent: Path, prefix: str) -> Path:
+    """Create and return a new folder ``<parent>/<prefix>-<YYYYmmdd-HHMMSS>[-N]`` (``parent`` is created if
+    missing). The folder is made without ``exist_ok``, so two runs started in the same second never share one and
+    nothing of an earlier run is ever written over."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        folder = parent / (f"{prefix}-{stamp}" if number == 1 else f"{prefix}-{stamp}-{number}")
+        number += 1
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+
+
+def remove_if_empty(folder: Path | None) -> bool:
+    """Remove ``folder`` if it holds no file at all (only empty sub-folders, or nothing); return whether it did.
+    What a failed run reserved but never wrote to goes, so it cannot be mistaken for a result."""
+    if folder is None or not folder.is_dir() or folder.is_symlink():
+        return False
+    if any(not path.is_dir() or path.is_symlink() for path in folder.rglob("*")):
+        return False
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir()
+    folder.rmdir()
+    return True
+
+
 def common_folder(paths: Iterable[str | Path]) -> Path | None:
     """The deepest folder holding all ``paths`` (absolute), or ``None`` for no paths. Result pictures keep each
     input's path below it, so ``line1/good/000.png`` and ``line2/good/000.png`` get two pictures."""

@@ -52,6 +52,7 @@ from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMix
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
+from anomalib_ssimae.run_folders import RunFolder
 from anomalib_ssimae.visualization import ReconstructionVisualizer
 
 SATURATED_STEPS = 50  # optimiser steps with a blank, saturated reconstruction before training counts as collapsed
@@ -285,9 +286,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         return ReconstructionVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """anomalib's components plus :class:`RunSummary`, :class:`PredictionRecords` and
-        :class:`ValidationMonitor` (:mod:`anomalib_ssimae.callbacks`)."""
-        return [*super().configure_callbacks(), RunSummary(), PredictionRecords(), ValidationMonitor()]
+        """:class:`~anomalib_ssimae.run_folders.RunFolder` (first: it picks the folder the others write into),
+        anomalib's components, :class:`RunSummary`, :class:`PredictionRecords` and :class:`ValidationMonitor`
+        (:mod:`anomalib_ssimae.callbacks`)."""
+        return [RunFolder(), *super().configure_callbacks(), RunSummary(), PredictionRecords(), ValidationMonitor()]
 
     @property
     def learning_type(self) -> LearningType:
