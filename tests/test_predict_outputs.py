@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,60 @@ def test_anomalib_export_names_ignored_options_and_refuses_old_opsets(
     assert result.returncode != 0
     assert "opset_version=17 is not supported" in " ".join((result.stdout + result.stderr).split())
     assert not (tmp_path / "b" / "weights").exists()
+
+
+@pytest.mark.slow
+def test_calibration_of_another_export_or_a_damaged_graph_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """model.xml of one export beside calibration.json of another was accepted: with --image-threshold 0.85 the cut
+    became 0.49 instead of 0.99 and labels flipped. calibration.json now holds the SHA-256 of the graph's files."""
+    checkpoint, _ = trained
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    first = model.to_openvino(tmp_path / "first")
+    meta = json.loads((first.parent / "calibration.json").read_text())
+    assert set(meta["graph_sha256"]) == {"graph", "weights"}
+    OpenVinoDetector(first)  # its own calibration: accepted
+    model.post_processor._image_threshold.add_(0.1)  # a second export with other baked thresholds (a retrained model)
+    second = model.to_openvino(tmp_path / "second")
+    shutil.copy(first.parent / "calibration.json", second.parent / "calibration.json")
+    with pytest.raises(ValueError, match=r"model\.(xml|bin) is not the file .*calibration.json was exported with"):
+        OpenVinoDetector(second)
+    # a truncated model.bin is named as such, not as an OpenVINO "Exception from core.cpp"
+    weights = first.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model.bin is not the file .*truncated"):
+        OpenVinoDetector(first)
+    # a calibration.json written before fingerprints (0.3.0) is accepted with a warning
+    del meta["graph_sha256"]
+    (second.parent / "calibration.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        OpenVinoDetector(second)
+    assert "has no fingerprint of its graph" in caplog.text
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_variant_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """`anomalib export --model SsimAeExtended` with an SsimAe checkpoint exported the SsimAe graph under the other
+    name and exited 0; under another variant's configs torch listed mismatched keys. Both now name the class held."""
+    from anomalib.deploy import ExportType
+
+    from anomalib_ssimae import SsimAeExtended, SsimDae
+    from anomalib_ssimae.models.ssim_ae.checkpoint import MODEL_CLASS
+
+    checkpoint, _ = trained
+    assert torch.load(checkpoint, weights_only=False)[MODEL_CLASS] == "SsimAe"
+    with pytest.raises(
+        ValueError, match=r"holds a SsimAe model, not a SsimAeExtended: use .*--model anomalib_ssimae\.SsimAe"
+    ):
+        Engine(default_root_dir=tmp_path, logger=False).export(
+            SsimAeExtended(), ExportType.OPENVINO, export_root=tmp_path / "export", ckpt_path=checkpoint
+        )
+    assert not (tmp_path / "export").exists()
+    # a 0.3.0 checkpoint does not name its class: its network and denoising settings tell it
+    old = torch.load(checkpoint, weights_only=False)
+    del old[MODEL_CLASS]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match=r"holds a SsimAe model, not a SsimDae: .*configs/model/ssim_ae\.yaml"):
+        SsimDae.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False)
+    assert type(SsimAe.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False)) is SsimAe

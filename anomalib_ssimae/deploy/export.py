@@ -10,6 +10,7 @@ that :func:`normalized_cut` can set another threshold or false-positive rate wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -160,10 +161,70 @@ def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
     return meta
 
 
-def write_export_metadata(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Write :func:`export_metadata` as ``<directory>/calibration.json`` (atomically) and return its path."""
-    path = Path(directory) / CALIBRATION_FILE
-    write_text_atomic(path, json.dumps(export_metadata(model), indent=2) + "\n")
+def graph_files(model_path: str | Path) -> dict[str, Path]:
+    """The files of an exported graph by role: ``graph`` (``model.xml``, ``model.onnx`` or ``model.pt``) and, where
+    there is one, ``weights`` (OpenVINO's ``model.bin``, ONNX's external ``model.onnx.data``)."""
+    path = Path(model_path)
+    files = {"graph": path}
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else path.with_name(path.name + ".data")
+    if path.suffix == ".xml" or (path.suffix == ".onnx" and weights.exists()):
+        files["weights"] = weights
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def graph_fingerprint(model_path: str | Path) -> dict[str, str]:
+    """SHA-256 of each of :func:`graph_files`, by role: what ``calibration.json`` records of the export it belongs to."""
+    return {role: file_sha256(path) for role, path in graph_files(model_path).items()}
+
+
+def verify_graph(meta: dict[str, Any], model_path: str | Path) -> None:
+    """Check that ``calibration.json`` (``meta``) was written for the exported graph at ``model_path``: its
+    thresholds and normalisation range are those baked into that graph only. A ``calibration.json`` of 0.3.0 and
+    earlier has no fingerprint and is accepted with a warning.
+
+    Raises:
+        ValueError: a file of the graph is missing or differs from the one exported with this ``calibration.json``
+            (another export's, changed or truncated), naming the file.
+    """
+    expected = meta.get("graph_sha256")
+    model_path = Path(model_path)
+    if not meta:
+        return
+    if not expected:
+        logger.warning(
+            "%s has no fingerprint of its graph (exported before anomalib-ssimae 0.4): cannot check that it belongs "
+            "to %s; export again to have it checked",
+            model_path.parent / CALIBRATION_FILE,
+            model_path,
+        )
+        return
+    for role, path in graph_files(model_path).items():
+        if role not in expected:
+            continue
+        if not path.is_file():
+            msg = f"{path}: missing; {model_path.parent / CALIBRATION_FILE} belongs to an export that had it"
+            raise ValueError(msg)
+        if file_sha256(path) != expected[role]:
+            msg = (
+                f"{path} is not the file {model_path.parent / CALIBRATION_FILE} was exported with (another export's, "
+                "changed or truncated): its thresholds and normalisation would not match the graph. Keep the "
+                "model files and calibration.json of one export together, or export again"
+            )
+            raise ValueError(msg)
+
+
+def write_export_metadata(model: torch.nn.Module, model_path: str | Path) -> Path:
+    """Write :func:`export_metadata` plus the exported graph's :func:`graph_fingerprint` (``graph_sha256``) as
+    ``calibration.json`` beside ``model_path`` (atomically) and return its path."""
+    path = Path(model_path).parent / CALIBRATION_FILE
+    meta = export_metadata(model) | {"graph_sha256": graph_fingerprint(model_path)}
+    write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
     return path
 
 
@@ -247,6 +308,8 @@ class CalibratedExportMixin:
     and normalisation constants (a score moved 0.59 -> 0.67 in a trial). Every export warns when the model's
     ``image_size`` is not what the graph does (:func:`check_image_size`) and when ``anomalib export`` drops
     ``--model.init_args`` options that differ from the checkpoint (:func:`ignored_cli_model_arguments`).
+    ``calibration.json`` records the SHA-256 of the graph's files (:func:`graph_fingerprint`), which
+    :func:`verify_graph` checks before a model is run with it.
     """
 
     def _check_export(self) -> None:
@@ -272,7 +335,7 @@ class CalibratedExportMixin:
         if not getattr(self, "_exporting", False):  # to_openvino checked already
             self._check_export()
         path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-        logger.info("export metadata: %s", write_export_metadata(self, path.parent))
+        logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
 
     def to_openvino(
@@ -307,7 +370,7 @@ class CalibratedExportMixin:
             raise
         finally:
             self._exporting = False
-        logger.info("export metadata: %s", write_export_metadata(self, path.parent))
+        logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
 
     def _compress_ov_model(
@@ -342,11 +405,12 @@ class CalibratedExportMixin:
         if not 0 <= max_drop <= 1:
             msg = f"max_drop must be a fraction of labels in [0, 1], got {max_drop}"
             raise ValueError(msg)
-        if metric is not None:
-            warnings.warn(
-                f"{name}: the metric argument is not used; accuracy control keeps the fraction of image and pixel "
-                "labels equal to the f32 export's above 1 - max_drop",
-                stacklevel=3,
+        if metric is not None and compression_type == CompressionType.INT8_ACQ:  # anomalib passes F1 by default
+            logger.info(
+                "%s validates on the fraction of image and pixel labels equal to the f32 export's (at least "
+                "1 - max_drop), not on %s",
+                name,
+                type(metric).__name__,
             )
         datamodule.setup("fit")
         calibration = loader_images(datamodule.val_dataloader())
@@ -368,5 +432,5 @@ class CalibratedExportMixin:
         """anomalib's pickled torch export plus ``calibration.json``."""
         self._check_export()
         path = super().to_torch(export_root, model_file_name)
-        logger.info("export metadata: %s", write_export_metadata(self, path.parent))
+        logger.info("export metadata: %s", write_export_metadata(self, path))
         return path

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from anomalib_ssimae.data.images import find_images, read_rgb
-from anomalib_ssimae.deploy.export import CALIBRATION_FILE, normalized_cut
+from anomalib_ssimae.deploy.export import CALIBRATION_FILE, normalized_cut, verify_graph
 from anomalib_ssimae.deploy.records import overlay_picture, prediction_record, save_image_atomic, warn_if_upscaled
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class OpenVinoDetector:
     (``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps requests in flight instead, so that reading and
     writing files overlaps with inference (1.12x on 2 cores, ``benchmarks/results/folder_throughput.md``).
 
-    Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request.
+    Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request or a
+    ``calibration.json`` of another export (:func:`~anomalib_ssimae.deploy.export.verify_graph`: the SHA-256 of
+    ``model.xml`` and ``model.bin`` must be those it was exported with, so a truncated ``model.bin`` is named too).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class OpenVinoDetector:
             raise ValueError(msg) from error
         if not self.meta:
             logger.warning("%s not found: the exported thresholds are used and cannot be changed", calibration)
+        verify_graph(self.meta, self.model_path)
         self.image_cut, image_info = normalized_cut(self.meta, "image", image_threshold, image_fpr)
         self.pixel_cut, pixel_info = normalized_cut(self.meta, "pixel", pixel_threshold, pixel_fpr)
         self.thresholds = {"image": image_info, "pixel": pixel_info}

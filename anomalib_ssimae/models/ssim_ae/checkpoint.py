@@ -69,6 +69,51 @@ def last_checkpoint(trainer: Any) -> str:
     return getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
 
 
+MODEL_CLASS = "anomalib_ssimae_model_class"  # checkpoint key: the name of the class that saved it
+# (network, denoising) -> the variant whose defaults they are: the class of checkpoints saved before MODEL_CLASS
+VARIANTS = {
+    ("ssim_ae", False): "SsimAe",
+    ("extended", False): "SsimAeExtended",
+    ("ssim_ae", True): "SsimDae",
+    ("extended", True): "SsimDaeExtended",
+}
+CONFIGS = {
+    "SsimAe": "ssim_ae",
+    "SsimAeExtended": "ssim_ae_extended",
+    "SsimDae": "ssim_dae",
+    "SsimDaeExtended": "ssim_dae_extended",
+}
+
+
+def checkpoint_class(checkpoint: dict[str, Any]) -> str | None:
+    """Name of the model class a checkpoint holds: the one that saved it, or, for checkpoints of 0.3.0 and earlier,
+    the variant its ``network`` and ``denoising`` settings are the defaults of; ``None`` if neither tells."""
+    if checkpoint.get(MODEL_CLASS):
+        return str(checkpoint[MODEL_CLASS])
+    hparams = checkpoint.get("hyper_parameters") or {}
+    return VARIANTS.get((hparams.get("network", "ssim_ae"), bool(hparams.get("denoising", False))))
+
+
+def check_checkpoint_class(model: Any, checkpoint: dict[str, Any], source: str = "the checkpoint") -> None:
+    """Refuse a checkpoint of another variant than ``model``'s class: under another variant's configs torch only
+    listed mismatched keys, and ``anomalib export --model <other variant>`` exported the checkpoint's graph under the
+    other name (in ``calibration.json`` too) and exited 0.
+
+    Raises:
+        ValueError: naming the class the checkpoint holds and the ``--model`` / config to use instead.
+    """
+    held, own = checkpoint_class(checkpoint), type(model).__name__
+    if held is None or held == own or (MODEL_CLASS not in checkpoint and own not in CONFIGS):
+        return
+    hint = f"anomalib export --model anomalib_ssimae.{held}" if held in CONFIGS else f"the class {held}"
+    if held in CONFIGS:
+        hint += (
+            f"; train/test/predict: --config configs/model/{CONFIGS[held]}.yaml with the data config that trained it"
+        )
+    msg = f"{source} holds a {held} model, not a {own}: use {hint}"
+    raise ValueError(msg)
+
+
 class CheckpointCompatibilityMixin:
     """Mixed into :class:`~anomalib_ssimae.SsimAe` before ``AnomalibModule``.
 
@@ -78,7 +123,8 @@ class CheckpointCompatibilityMixin:
       checkpoints saved (it is now derived from ``score_sigma``); a checkpoint without position-normalisation
       buffers loads into a model with ``position_normalization`` (unfitted: test/predict then fit it), and one with
       them into a model without (they are dropped, with a warning);
-    - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one;
+    - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one, and refuses a
+      checkpoint of another variant (:func:`check_checkpoint_class`; checkpoints name their class);
     - checkpoints carry the random state (crop positions, augmentation, masked blocks, shuffling and dataloader
       worker seeds all draw from it), and ``fit(ckpt_path=...)`` restores it, so that a resumed run continues
       with the same random numbers as one that was never stopped (one process; under DDP the checkpoint holds the
@@ -123,13 +169,21 @@ class CheckpointCompatibilityMixin:
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the random state with the weights (see the class docstring)."""
+        """Save the random state and the model's class name with the weights (see the class docstring)."""
         checkpoint[RANDOM_STATE] = random_state()
+        checkpoint[MODEL_CLASS] = type(self).__name__
         super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the random state when training resumes; rebuild a :class:`DefectFreePostProcessor` when the checkpoint has one: ``load_from_checkpoint`` (used by
-        ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit."""
+        ``anomalib export`` and ``predict --ckpt_path``) builds the default components, whose state would not fit.
+
+        Raises:
+            ValueError: for a checkpoint of another variant (:func:`check_checkpoint_class`).
+        """
+        trainer = self._trainer
+        source = f"checkpoint {trainer.ckpt_path}" if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        check_checkpoint_class(self, checkpoint, source)
         old = self.post_processor
         if (
             "post_processor.image_fpr_quantiles" in checkpoint.get("state_dict", {})
