@@ -80,6 +80,7 @@ def test_model_configs_hold_no_dataset_settings(name: str) -> None:
     assert config["model"]["class_path"] == f"anomalib_ssimae.{MODELS[name]}"
     assert not DATA_KEYS & set(config["model"]["init_args"])
     assert "max_epochs" not in config["trainer"]
+    assert config["trainer"]["accelerator"] == "auto"  # a GPU where there is one: the configs forced the CPU
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
