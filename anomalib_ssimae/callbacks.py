@@ -19,7 +19,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from anomalib_ssimae.deploy.records import json_number, prediction_record, reserve_prediction_run, warn_if_upscaled
+from anomalib_ssimae.deploy.records import (
+    OUT_OF_DISTRIBUTION,
+    json_number,
+    prediction_record,
+    reserve_prediction_run,
+    warn_if_upscaled,
+)
 from anomalib_ssimae.post_processing import DefectFreePostProcessor, defect_free_count
 
 logger = logging.getLogger(__name__)
@@ -146,6 +152,9 @@ class PredictionRecords(Callback):
             record = prediction_record(
                 image_path, size, float(outputs.pred_score[index]), label, mask, thresholds, overlay
             )
+            rejected = getattr(outputs, "out_of_distribution", None)
+            if rejected is not None and bool(rejected[index]):
+                record["reason"] = OUT_OF_DISTRIBUTION
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 

@@ -14,6 +14,7 @@ MODULES = [
     "anomalib_ssimae.data.masks",
     "anomalib_ssimae.metrics",
     "anomalib_ssimae.models.ssim_ae.anomaly_map",
+    "anomalib_ssimae.models.ssim_ae.frame_check",
     "anomalib_ssimae.models.ssim_ae.network",
     "anomalib_ssimae.models.ssim_ae.lightning_model",
 ]

@@ -55,8 +55,11 @@ from pandas import DataFrame
 from torchvision.transforms.v2.functional import to_dtype, to_image
 from torchvision.tv_tensors import Mask
 
+from anomalib_ssimae.cli_errors import install as install_short_errors
 from anomalib_ssimae.data.images import IMAGE_SUFFIXES, is_hidden, note_skipped, open_rgb
 from anomalib_ssimae.data.masks import check_mask, read_binary_mask
+
+install_short_errors()  # the CLI resolves the datamodule too: its file errors in two lines
 
 logger = logging.getLogger(__name__)
 MASK_SUFFIX = "_mask"

@@ -26,6 +26,11 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 MAX_UPSCALE = 2.0  # an image enlarged more than this (per side) to the model's image_size gets a warning
+# a record's "reason" when the model's frame check rejected the image (models/ssim_ae/frame_check.py)
+OUT_OF_DISTRIBUTION = (
+    "out of distribution: its intensity histogram is unlike every defect-free training image (a blank, saturated, "
+    "inverted or badly exposed frame, or another part): labelled anomalous whatever its anomaly map shows"
+)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -122,7 +122,8 @@ class CheckpointCompatibilityMixin:
       differ whenever a checkpoint is reloaded with another evaluator) and the score-blur kernel that 0.1.0
       checkpoints saved (it is now derived from ``score_sigma``); a checkpoint without position-normalisation
       buffers loads into a model with ``position_normalization`` (unfitted: test/predict then fit it), and one with
-      them into a model without (they are dropped, with a warning);
+      them into a model without (they are dropped, with a warning); one without a frame check (0.3.0) loads with
+      it unfitted (test/predict then fit it);
     - ``on_load_checkpoint`` rebuilds a :class:`DefectFreePostProcessor` when the checkpoint has one, and refuses a
       checkpoint of another variant (:func:`check_checkpoint_class`; checkpoints name their class);
     - checkpoints carry the random state (crop positions, augmentation, masked blocks, shuffling and dataloader
@@ -149,7 +150,9 @@ class CheckpointCompatibilityMixin:
                 stacklevel=2,
             )
         kept = {
-            k: v for k, v in own.items() if k.startswith("evaluator.") or (".position." in k and k not in state_dict)
+            k: v
+            for k, v in own.items()
+            if k.startswith("evaluator.") or ((".position." in k or ".frame_check." in k) and k not in state_dict)
         }
         state_dict = {
             k: v

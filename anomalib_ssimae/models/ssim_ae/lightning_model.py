@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, ValidationMonitor, say
+from anomalib_ssimae.cli_errors import install as install_short_errors
 from anomalib_ssimae.components.schedule import (
     CosineLearningRate,
     check_schedule,
@@ -49,11 +50,14 @@ from anomalib_ssimae.data.images import (
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
 from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin, last_checkpoint
+from anomalib_ssimae.models.ssim_ae.frame_check import MEMORY
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.run_folders import RunFolder
 from anomalib_ssimae.visualization import ReconstructionVisualizer
+
+install_short_errors()  # `anomalib train/test/predict/export`: the package's user errors in two lines
 
 SATURATED_STEPS = 50  # optimiser steps with a blank, saturated reconstruction before training counts as collapsed
 SATURATION = 1e-3
@@ -315,6 +319,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
     def on_fit_start(self) -> None:
         """Check the training and validation images; choose the training precision; size the cosine schedule."""
         check_datamodule_images(self.trainer.datamodule, "train_data", "val_data")
+        if not self.fit_frame_check():  # histograms of the training images: the network plays no part
+            warnings.warn("fewer than 2 training images: the frame check stays off", stacklevel=1)
         # stop at max_time between optimiser steps; under DDP Lightning's check after the batch keeps processes in step
         self._timer = max_time_timer(self.trainer) if self.trainer.world_size == 1 else None
         if self.trainer.world_size > 1:  # each process draws its own crops (the same seed would repeat positions)
@@ -339,6 +345,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         """Check the test images; estimate the position normalisation if needed."""
         check_datamodule_images(self.trainer.datamodule, "test_data")
         self._ensure_position_normalization()
+        self._ensure_frame_check()
 
     def setup(self, stage: str) -> None:
         """``anomalib predict``: drop hidden files from anomalib's ``PredictDataset``
@@ -359,28 +366,58 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             check_image_files(dataset_image_paths(getattr(loader, "dataset", None)))
         self._ensure_position_normalization()
+        self._ensure_frame_check()
+
+    def _training_images(self, count: int) -> Iterator[torch.Tensor] | None:
+        """Batches ``(<= 8, 3, H, W)`` of up to ``count`` training images of the trainer's datamodule (evenly
+        spaced, resized as in training), on the model's device; ``None`` when no training images are at hand."""
+        dataset = getattr(getattr(self._trainer, "datamodule", None), "train_data", None)
+        if not dataset:
+            return None
+        resize = getattr(self.pre_processor, "transform", None) or Resize(self._image_size, antialias=False)
+        count = min(len(dataset), count)
+        indices = sorted({i * len(dataset) // count for i in range(count)})
+        return (
+            torch.cat([resize(dataset[i].image[None]) for i in indices[start : start + 8]]).to(self.device)
+            for start in range(0, len(indices), 8)
+        )
 
     @torch.no_grad()
     def fit_position_normalization(self) -> bool:
         """Estimate the expected defect-free residual per position from up to ``position_images`` training images
         of the trainer's datamodule (evenly spaced, pre-processed as in training). Returns ``False`` when the model
         has no position normalisation or there are no training images at hand."""
-        dataset = getattr(getattr(self._trainer, "datamodule", None), "train_data", None)
-        if self.model.anomaly_map_generator.position is None or not dataset:
+        batches = self._training_images(self.hparams.position_images)
+        if self.model.anomaly_map_generator.position is None or batches is None:
             return False
-        resize = getattr(self.pre_processor, "transform", None) or Resize(self._image_size, antialias=False)
-        count = min(len(dataset), self.hparams.position_images)
-        indices = sorted({i * len(dataset) // count for i in range(count)})
-        batches = (
-            torch.cat([resize(dataset[i].image[None]) for i in indices[start : start + 8]]).to(self.device)
-            for start in range(0, len(indices), 8)
-        )
         self.model.fit_position_normalization(batches)
+        return True
+
+    def fit_frame_check(self) -> bool:
+        """Fit the frame check (:class:`~anomalib_ssimae.models.ssim_ae.frame_check.FrameCheck`) on up to 256
+        training images of the trainer's datamodule. Returns ``False`` when fewer than 2 are at hand."""
+        batches = self._training_images(MEMORY)
+        if batches is None:
+            return False
+        batches = list(batches)
+        if sum(len(b) for b in batches) < 2:
+            return False
+        self.model.fit_frame_check(batches)
         return True
 
     def on_validation_start(self) -> None:
         """Re-estimate the position normalisation with the current network, before the validation maps."""
         self.fit_position_normalization()
+
+    def _ensure_frame_check(self) -> None:
+        """Test/predict: fit the frame check if the checkpoint has none (0.3.0), or warn that it cannot."""
+        if not bool(self.model.frame_check.fitted) and not self.fit_frame_check():
+            warnings.warn(
+                "the frame check is not fitted (a checkpoint of anomalib-ssimae 0.3.0, and no training images at "
+                "hand): blank, saturated or inverted frames are not rejected; test once with the data config that "
+                "trained the model, or train again",
+                stacklevel=1,
+            )
 
     def _ensure_position_normalization(self) -> None:
         """Test/predict: estimate the position normalisation if no validation did (or warn that it cannot)."""
@@ -529,19 +566,21 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
 
     # ------------------------------------------------------------------ validation and test
     def _predict(
-        self, batch: Batch, on_chunk: Callable | None = None
+        self, batch: Batch, on_chunk: Callable | None = None, check_frames: bool = True
     ) -> tuple[Batch, torch.Tensor, TiledReconstruction]:
         """Tiled reconstruction and anomaly map of the batch; the batch is updated with the map and score and
         carries the reconstruction (``batch.reconstruction``, read by the callbacks and the visualizer). Also
         returns the mask of its defect-free images ``(B,)``. ``on_chunk(good, image_index, inputs, outputs)`` sees
-        each chunk of patches (see ``SsimAeModel.reconstruct``)."""
+        each chunk of patches (see ``SsimAeModel.reconstruct``). ``batch.out_of_distribution`` ``(B,)`` says which
+        frames the frame check rejected (``check_frames``; off in validation, whose scores fit the thresholds)."""
         good = torch.ones(len(batch.image), dtype=torch.bool, device=batch.image.device)
         if batch.gt_label is not None:
             good = ~batch.gt_label.bool().to(good.device)
         hook = None if on_chunk is None else lambda *chunk: on_chunk(good, *chunk)
         tiled = self.model.reconstruct(batch.image, on_chunk=hook)
-        batch.update(**self.model.anomaly_prediction(tiled.inputs, tiled.reconstruction)._asdict())
+        batch.update(**self.model.anomaly_prediction(tiled.inputs, tiled.reconstruction, check_frames)._asdict())
         batch.reconstruction = tiled.reconstruction
+        batch.out_of_distribution = self.model.out_of_distribution(tiled.inputs) if check_frames else None
         return batch, good, tiled
 
     def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
@@ -561,7 +600,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
                 total[0] += float(self.loss(inputs[keep], outputs[keep])) * count
                 total[1] += count
 
-        batch, good, _ = self._predict(batch, on_chunk=add_loss)
+        batch, good, _ = self._predict(batch, on_chunk=add_loss, check_frames=False)
         if total[1] > 0:
             val_loss = (total[0] / total[1]).float()
             self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=int(good.sum()))

@@ -17,12 +17,17 @@ from torch import nn
 
 from anomalib_ssimae.components.tiling import PatchTiler
 from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator
+from anomalib_ssimae.models.ssim_ae.frame_check import FrameCheck
 from anomalib_ssimae.models.ssim_ae.network import NETWORKS, SsimAeNetwork
 
 __all__ = ["INTENSITY_NORMALIZATIONS", "SsimAeModel", "TiledReconstruction", "standardize", "to_model_channels"]
 
 INTENSITY_NORMALIZATIONS = ("none", "standardize")
 STANDARD_MEAN, STANDARD_STD = 0.5, 0.15  # +-3.3 standard deviations fit in [0, 1]
+# Raw image score of a frame the frame check calls out of distribution: above any residual score (SSIM maps lie in
+# [0, 2], x4 at most with position normalisation), so it normalises to 1.0 and is labelled anomalous; finite and
+# representable in fp16, so that metrics, normalisation and compressed exports handle it as a number.
+OUT_OF_DISTRIBUTION_SCORE = 1.0e4
 
 
 def to_model_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -97,6 +102,10 @@ class SsimAeModel(nn.Module):
         intensity_normalization: ``"none"`` or ``"standardize"`` (:func:`standardize`, per whole image, before
             tiling; training crops are cut from standardised images, see :meth:`prepare`).
 
+    ``frame_check`` (:class:`~anomalib_ssimae.models.ssim_ae.frame_check.FrameCheck`, fitted with
+    :meth:`fit_frame_check`) turns the image score of an out-of-distribution frame into
+    :data:`OUT_OF_DISTRIBUTION_SCORE`.
+
     ``forward`` in training mode maps crops ``(N, 3 or C, P, P)`` to ``(inputs, reconstruction)``, both
     ``(N, in_channels, P, P)``. In eval mode it maps resized images ``(B, 3, H, W)`` in [0, 1], ``H, W >= patch_size``
     to ``InferenceBatch(pred_score=(B,), anomaly_map=(B, 1, H, W))``; the map is the residual, in [0, 2] for SSIM.
@@ -138,6 +147,7 @@ class SsimAeModel(nn.Module):
         )
         self.network = SsimAeNetwork(in_channels, latent_dim, patch_size, *NETWORKS[network])
         self.tiler = PatchTiler(patch_size, stride)
+        self.frame_check = FrameCheck(in_channels)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Whole resized images ``(B, 3 or C, H, W)`` in [0, 1] -> what the network sees, ``(B, C, H, W)`` in [0, 1]:
@@ -198,9 +208,27 @@ class SsimAeModel(nn.Module):
         maps = [generator.position_free_map(*self.reconstruct(images)[:2]) for images in batches]
         generator.position.fit(torch.cat(maps))
 
-    def anomaly_prediction(self, inputs: torch.Tensor, reconstruction: torch.Tensor) -> InferenceBatch:
-        """Anomaly map ``(B, 1, H, W)`` and score ``(B,)`` from a reconstruction (:class:`AnomalyMapGenerator`)."""
+    @torch.no_grad()
+    def fit_frame_check(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit the frame check on resized defect-free images, given as batches ``(B, 3, H, W)`` in [0, 1] (see
+        :class:`~anomalib_ssimae.models.ssim_ae.frame_check.FrameCheck`); it reads them as the network does."""
+        self.frame_check.fit(self.prepare(images) for images in batches)
+
+    def out_of_distribution(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` booleans: frames (network inputs ``(B, C, H, W)``) the fitted frame check rejects."""
+        return self.frame_check(inputs)
+
+    def anomaly_prediction(
+        self, inputs: torch.Tensor, reconstruction: torch.Tensor, check_frames: bool = True
+    ) -> InferenceBatch:
+        """Anomaly map ``(B, 1, H, W)`` and score ``(B,)`` from a reconstruction (:class:`AnomalyMapGenerator`).
+        A frame the fitted frame check calls out of distribution (blank, saturated, inverted, badly exposed) gets
+        the raw score :data:`OUT_OF_DISTRIBUTION_SCORE` unless ``check_frames`` is off (validation: its scores fit
+        the thresholds and normalisation); its map is left as it is."""
         anomaly_map, pred_score = self.anomaly_map_generator(inputs, reconstruction)
+        if check_frames:
+            rejected = self.out_of_distribution(inputs)
+            pred_score = torch.where(rejected, torch.full_like(pred_score, OUT_OF_DISTRIBUTION_SCORE), pred_score)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | InferenceBatch:
