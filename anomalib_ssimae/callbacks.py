@@ -86,7 +86,9 @@ class PredictionRecords(Callback):
     run's picture folder (:class:`~anomalib_ssimae.visualization.ReconstructionVisualizer`), written as ``.partial``
     while predicting and renamed at the end, so earlier results are never overwritten. ``overlay`` is the picture
     the visualizer wrote for the image. Images that the resize to the model's ``image_size`` enlarges more than
-    :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times get a warning naming them.
+    :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times get a warning naming them. A file that cannot be read
+    (the model's ``setup`` dropped it from the dataset) gets a record with ``"image"`` and ``"error"`` only, as in
+    ``ssimae-predict``.
     """
 
     def __init__(self) -> None:
@@ -103,6 +105,8 @@ class PredictionRecords(Callback):
         self._path = root / f"{name}.jsonl"
         self._file = self._path.with_name(self._path.name + ".partial").open("x")
         self._overlays = {}
+        for path, error in getattr(pl_module, "_unreadable", []):  # dropped from the dataset: a record each
+            self._file.write(json.dumps({"image": str(path), "error": error}) + "\n")
 
     def on_predict_batch_end(
         self,
@@ -191,6 +195,16 @@ class PredictionRecords(Callback):
             self._file.close()
             self._path.with_name(self._path.name + ".partial").replace(self._path)
             say(f"prediction records (JSON lines): {self._path.resolve()}")
+            self._file = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """A failed run keeps its finished records in the ``.partial`` file, and leaves none when it has none."""
+        del trainer, pl_module, exception
+        if self._file is not None:
+            self._file.close()
+            partial = self._path.with_name(self._path.name + ".partial")
+            if partial.exists() and partial.stat().st_size == 0:
+                partial.unlink()
             self._file = None
 
 

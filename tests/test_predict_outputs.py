@@ -289,3 +289,38 @@ def test_checkpoint_of_another_variant_is_refused(trained: tuple[Path, Path], tm
     with pytest.raises(ValueError, match=r"holds a SsimAe model, not a SsimDae: .*configs/model/ssim_ae\.yaml"):
         SsimDae.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False)
     assert type(SsimAe.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False)) is SsimAe
+
+
+@pytest.mark.slow
+def test_anomalib_predict_records_an_unreadable_image_and_predicts_the_others(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """One truncated image refused the whole folder (the good ones got nothing) and left an empty .jsonl.partial
+    and picture folder; now it gets a record with its error, as in ssimae-predict, and the others are predicted."""
+    checkpoint, _ = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:3]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "truncated.png").write_bytes(good[0].read_bytes()[:500])
+    model = SsimAe.load_from_checkpoint(checkpoint)
+    root = tmp_path / "predict"
+    Engine(default_root_dir=root, logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=folder)
+    records = [json.loads(line) for line in next(root.rglob("predictions-*.jsonl")).read_text().splitlines()]
+    assert len(records) == 4
+    failed = [r for r in records if "error" in r]
+    assert [Path(r["image"]).name for r in failed] == ["truncated.png"]
+    assert "truncated.png" in failed[0]["error"]
+    assert sorted(Path(r["image"]).name for r in records if "anomaly_score" in r) == [p.name for p in good]
+    assert len([p for p in root.rglob("*.png") if p.is_file()]) == 3  # a picture per predicted image
+
+    # nothing readable: refused before anything is written, no leftovers
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"not an image")
+    (bad / "b.png").write_bytes(b"")
+    again = tmp_path / "again"
+    with pytest.raises(ValueError, match=r"no image to predict can be read: .*a\.png.*\(and 1 more\)"):
+        Engine(default_root_dir=again, logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=bad)
+    assert not [p for p in again.rglob("*") if p.is_file() or p.name.startswith("predictions-")]

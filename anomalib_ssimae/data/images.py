@@ -208,3 +208,36 @@ def skip_hidden_files(dataset: object) -> None:
         raise ValueError(msg)
     dataset.image_filenames = [p for p, h in zip(paths, hidden, strict=True) if not h]
     note_skipped(logger, skipped, root, "hidden")
+
+
+def skip_unreadable_files(dataset: object) -> list[tuple[Path, str]]:
+    """Drop the files :func:`open_rgb` refuses (undecodable, truncated, 16-bit gray, float, transparent) from an
+    anomalib ``PredictDataset``'s ``image_filenames``, so that ``anomalib predict`` scores the others; returns
+    ``(file, error)`` for each dropped one, to be recorded with its error. anomalib's loader stopped the whole
+    folder at the first such file.
+
+    Raises:
+        ValueError: if no file is left, with the first file's error.
+    """
+    paths = getattr(dataset, "image_filenames", None)
+    if not paths:
+        return []
+    kept, failed = [], []
+    for path in paths:
+        try:
+            _open(path).close()
+        except ValueError as error:
+            failed.append((Path(path), str(error)))
+        else:
+            kept.append(path)
+    if failed and not kept:
+        msg = f"no image to predict can be read: {failed[0][1]}" + (
+            f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        )
+        raise ValueError(msg)
+    if failed:
+        dataset.image_filenames = kept
+        logger.warning(
+            "skipped %d unreadable image(s), recorded with their error; the first: %s", len(failed), failed[0][1]
+        )
+    return failed

@@ -46,6 +46,7 @@ from anomalib_ssimae.data.images import (
     check_image_files,
     dataset_image_paths,
     skip_hidden_files,
+    skip_unreadable_files,
 )
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
@@ -349,15 +350,18 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
 
     def setup(self, stage: str) -> None:
         """``anomalib predict``: drop hidden files from anomalib's ``PredictDataset``
-        (:func:`~anomalib_ssimae.data.images.skip_hidden_files`)."""
+        (:func:`~anomalib_ssimae.data.images.skip_hidden_files`), and unreadable ones, which are recorded with their
+        error while the others are predicted (:func:`~anomalib_ssimae.data.images.skip_unreadable_files`)."""
         super().setup(stage)
         if stage != "predict":
             return
         # Here, not in on_predict_start: by then Lightning has counted the batches and started the loader workers
         # with the full list. trainer.predict_dataloaders is not set yet: take them where trainer.predict put them.
         source = getattr(getattr(self.trainer.predict_loop, "_data_source", None), "instance", None)
+        self._unreadable = []  # (file, error) of this predict run, for PredictionRecords
         for loader in source if isinstance(source, list | tuple) else [source]:
             skip_hidden_files(getattr(loader, "dataset", None))
+            self._unreadable += skip_unreadable_files(getattr(loader, "dataset", None))
 
     def on_predict_start(self) -> None:
         """Check the images to predict (anomalib's loader would read a 16-bit gray file as white, or the colours
