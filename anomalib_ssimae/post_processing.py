@@ -27,11 +27,13 @@ from lightning.pytorch import LightningModule, Trainer
 from scipy import ndimage
 
 from anomalib_ssimae.components.distributed import from_all_processes
+from anomalib_ssimae.fpr import FPR_GRID as FPR_GRID_ARRAY
+from anomalib_ssimae.fpr import MIN_FPR, interpolate_fpr  # torch-free (ssimae-predict); importable from here too
 
 logger = logging.getLogger(__name__)
 
-FPR_GRID = torch.logspace(0, -6, 61, dtype=torch.float64)  # 1, 0.794, ..., 1e-6: ten points per decade
-MIN_FPR = 1e-6  # the smallest false-positive rate the stored quantiles (FPR_GRID) cover
+# 1, 0.794, ..., 1e-6: ten points per decade, float64 (61,); the same values as anomalib_ssimae.fpr.FPR_GRID
+FPR_GRID = torch.tensor(FPR_GRID_ARRAY, dtype=torch.float64)
 MIN_CALIBRATION_IMAGES = 2  # defect-free validation images needed to fit the thresholds
 
 
@@ -300,16 +302,3 @@ class DefectFreePostProcessor(PostProcessor):
         if pixel_fpr is not None:
             self.pixel_fpr = pixel_fpr
         self._centre_ranges()
-
-
-def interpolate_fpr(quantiles: torch.Tensor | np.ndarray | list[float], fpr: float) -> float:
-    """Raw threshold for a false-positive rate ``fpr`` in [:data:`MIN_FPR`, 1] from quantiles on :data:`FPR_GRID`
-    ``(61,)``. Raises ``ValueError`` outside that range (the table says nothing below 1e-6)."""
-    if not MIN_FPR <= fpr <= 1:
-        msg = f"a false-positive rate must be in [{MIN_FPR:g}, 1] (the range of the stored quantiles), got {fpr:g}"
-        raise ValueError(msg)
-    grid = np.log10(FPR_GRID.numpy())[::-1]  # increasing: -6 ... 0
-    if isinstance(quantiles, torch.Tensor):
-        quantiles = quantiles.detach().cpu().numpy()
-    values = np.asarray(quantiles, dtype=np.float64)[::-1]
-    return float(np.interp(np.log10(fpr), grid, values))

@@ -83,7 +83,8 @@ def main() -> None:
         (
             f"\nTwo requests in flight: {rows[1][3] / rows[0][3]:.2f}x the one-at-a-time loop (reading, inference, "
             "overlays and records; `python benchmarks/folder_throughput.py`). The package keeps one stream: the "
-            "THROUGHPUT hint corrupts outputs when the graph resizes (`openvino_streams.py`).\n"
+            "THROUGHPUT hint (several streams) corrupts the tiler's stitching in OpenVINO "
+            "(`openvino_throughput_repro.py`).\n"
         ),
     ]
     append_markdown(args.out, "Folder prediction throughput (`ssimae-predict`)", lines)

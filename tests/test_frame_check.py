@@ -16,7 +16,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_ssimae import SsimAe
-from anomalib_ssimae.deploy import OpenVinoDetector
+from anomalib_ssimae.deploy import OpenVinoDetector, predict_folder
 from anomalib_ssimae.models.ssim_ae.frame_check import FLOOR, FrameCheck
 
 from .helpers import EMBEDDED
@@ -93,3 +93,12 @@ def test_bad_frames_are_anomalous_in_the_model_the_export_and_the_records(
         assert record["label"] == "anomalous"
         assert record["reason"].startswith("out of distribution")
     assert "reason" not in records["good"]
+
+    # ssimae-predict's records too (the check recomputed from calibration.json, NumPy only)
+    assert len(json.loads((detector.model_path.parent / "calibration.json").read_text())["frame_check"]["memory"]) >= 2
+    lines = predict_folder(detector, folder, tmp_path / "ssimae-predict").read_text().splitlines()
+    records = {Path(r["image"]).stem: r for r in map(json.loads, lines)}
+    assert {name for name, r in records.items() if r.get("reason", "").startswith("out of distribution")} == {
+        name.replace(" ", "_") for name in frames
+    }
+    assert records["good"]["label"] in ("normal", "anomalous") and "reason" not in records["good"]

@@ -26,8 +26,14 @@ from typing import Any
 import numpy as np
 
 from anomalib_ssimae.data.images import find_images, read_rgb
-from anomalib_ssimae.deploy.export import CALIBRATION_FILE, normalized_cut, verify_graph
-from anomalib_ssimae.deploy.records import overlay_picture, prediction_record, save_image_atomic, warn_if_upscaled
+from anomalib_ssimae.deploy.calibration import CALIBRATION_FILE, normalized_cut, verify_graph
+from anomalib_ssimae.deploy.records import (
+    OUT_OF_DISTRIBUTION,
+    overlay_picture,
+    prediction_record,
+    save_image_atomic,
+    warn_if_upscaled,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +50,12 @@ class OpenVinoDetector:
         device: OpenVINO device name.
 
     The model is compiled with one stream (``PERFORMANCE_HINT: LATENCY``): with OpenVINO's ``THROUGHPUT`` hint (two
-    streams on a 2-core EPYC, OpenVINO 2026.4.1) the outputs were bit-identical for images of the model's size, but
-    changed by up to 0.09 (scores) and 0.67 (maps), differently on each repeat, when the graph resized the images
-    (``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps requests in flight instead, so that reading and
-    writing files overlaps with inference (1.12x on 2 cores, ``benchmarks/results/folder_throughput.md``).
+    streams on a 2-core EPYC, OpenVINO 2026.4.1) the outputs of a 256 x 256 SSIM-AE changed by up to 0.09 (scores)
+    and 0.67 (maps). OpenVINO computes ``F.fold(x) / F.fold(ones)`` (the tiler's stitching) wrongly with two or more
+    streams and a dynamic batch; resizing and input buffers are not the cause
+    (``benchmarks/openvino_throughput_repro.py``, ``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps
+    requests in flight instead, so that reading and writing files overlaps with inference (1.12x on 2 cores,
+    ``benchmarks/results/folder_throughput.md``).
 
     Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request or a
     ``calibration.json`` of another export (:func:`~anomalib_ssimae.deploy.export.verify_graph`: the SHA-256 of
@@ -91,6 +99,19 @@ class OpenVinoDetector:
             raise ValueError(msg) from error
         self.image_size = self.meta.get("image_size") or self._map_size()
 
+    def out_of_distribution(self, images: np.ndarray) -> np.ndarray:
+        """``(B,)`` booleans: which images ``(B, H, W, 3)`` float32 RGB in [0, 1] the model's frame check rejects
+        (recomputed from ``calibration.json``, :func:`~anomalib_ssimae.deploy.frame_check.frame_distances`; all
+        ``False`` for an export without a fitted frame check). The exported graph has already scored them 1.0;
+        this tells the records why."""
+        check = self.meta.get("frame_check")
+        if not check:
+            return np.zeros(len(images), dtype=bool)
+        from anomalib_ssimae.deploy.frame_check import frame_distances
+
+        distances = frame_distances(np.asarray(images).transpose(0, 3, 1, 2), check, self.meta.get("image_size"))
+        return distances > check["limit"]
+
     def _map_size(self) -> list[int] | None:
         """``[h, w]`` of the exported anomaly map (the size the graph resizes to), when static."""
         for port in self.compiled.outputs:
@@ -105,7 +126,9 @@ class OpenVinoDetector:
         (normalised), and ``pred_label (B,)``, ``pred_mask (B, h, w)`` at this detector's thresholds."""
         for index in range(len(images)):
             warn_if_upscaled(names[index] if names else f"input[{index}]", images.shape[-2:], self.image_size)
-        return self._result(self.compiled(np.ascontiguousarray(images, dtype=np.float32)))
+        # share_inputs=False: OpenVINO would otherwise keep the caller's array as its input buffer, and a later
+        # imap() on this detector copied its images into that array (found with benchmarks/openvino_throughput_repro.py)
+        return self._result(self.compiled(np.ascontiguousarray(images, dtype=np.float32), share_inputs=False))
 
     def imap(self, items: Iterable[tuple[Any, np.ndarray | None]], jobs: int = 2) -> Iterator[tuple[Any, dict | None]]:
         """Results of many images with ``jobs`` inference requests in flight, in the order of ``items``.
@@ -226,6 +249,8 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
                 path, size, result["pred_score"][0], result["pred_label"][0], result["pred_mask"][0],
                 detector.thresholds, overlay,
             )  # fmt: skip
+            if result["pred_label"][0] and detector.out_of_distribution(np.asarray(rgb, np.float32)[None] / 255)[0]:
+                record["reason"] = OUT_OF_DISTRIBUTION
             records.write(json.dumps(record) + "\n")
             records.flush()
             os.fsync(records.fileno())

@@ -3,7 +3,10 @@ names of a prediction run's outputs and the upscaling warning.
 
 Shared by ``anomalib predict`` (:class:`~anomalib_ssimae.callbacks.PredictionRecords`,
 :class:`~anomalib_ssimae.visualization.ReconstructionVisualizer`) and ``ssimae-predict``
-(:mod:`anomalib_ssimae.deploy.inference`), so both write the same record.
+(:mod:`anomalib_ssimae.deploy.inference`), so both write the same record. NumPy and Pillow only (no torch, anomalib
+or SciPy), so that ``ssimae-predict`` runs where only OpenVINO, NumPy and Pillow are installed: the overlay repeats
+anomalib 2.7's ``visualize_anomaly_map``/``visualize_mask``/``overlay_images`` and the regions SciPy's
+``ndimage.label``, pixel for pixel.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from anomalib.visualization.image.functional import overlay_images, visualize_anomaly_map, visualize_mask
-from PIL import Image
-from scipy import ndimage
+from PIL import Image, ImageEnhance, ImageFilter
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -163,19 +166,55 @@ def defect_regions(mask: np.ndarray, size: tuple[int, int] | None = None) -> lis
     mask = np.asarray(mask, dtype=bool).reshape(np.asarray(mask).shape[-2:])
     if size is not None and tuple(size) != mask.shape:
         mask = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST), dtype=bool)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count == 0:
-        return []
-    areas = np.bincount(labels.ravel())[1:]
-    boxes = ndimage.find_objects(labels)
-    regions = [
-        {
-            "area": int(areas[i]),
-            "bbox": [int(box[1].start), int(box[0].start), int(box[1].stop - 1), int(box[0].stop - 1)],
-        }
-        for i, box in enumerate(boxes)
-    ]
+    regions = [{"area": area, "bbox": bbox} for area, bbox in connected_regions(mask)]
     return sorted(regions, key=lambda region: -region["area"])
+
+
+def connected_regions(mask: np.ndarray) -> list[tuple[int, list[int]]]:
+    """The 8-connected regions of a 2-D bool ``mask`` ``(h, w)``, in the order of their first pixel (row by row),
+    as ``scipy.ndimage.label(mask, structure=np.ones((3, 3)))`` numbers them: ``(area, [x_min, y_min, x_max,
+    y_max])`` each, in pixels (bounds inclusive). NumPy only: runs of each row, joined to the runs of the row above
+    that touch them (diagonals too), are merged into regions.
+
+    Example:
+        >>> connected_regions(np.array([[1, 0, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=bool))
+        [(3, [0, 0, 1, 1]), (2, [3, 0, 3, 1]), (2, [0, 3, 1, 3])]
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    steps = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)  # +1: a run starts, -1: one ends
+    rows, starts = np.nonzero(steps == 1)  # runs in raster order: row, first column, column after the last
+    ends = np.nonzero(steps == -1)[1]
+    if len(rows) == 0:
+        return []
+    # runs of row r - 1 that touch run (r, s, e): their end >= s and their start <= e; contiguous in raster order
+    stride = width + 2
+    first = np.searchsorted(rows * stride + ends, (rows - 1) * stride + starts, side="left")
+    after = np.searchsorted(rows * stride + starts, (rows - 1) * stride + ends, side="right")
+    counts = np.maximum(after - first, 0)
+    below = np.repeat(np.arange(len(rows)), counts)
+    above = np.repeat(first, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    parent = np.arange(len(rows))  # each run points to a run of its region with a lower index; roots: themselves
+    while True:
+        roots_below, roots_above = parent[below], parent[above]
+        apart = roots_below != roots_above
+        if not apart.any():
+            break
+        low = np.minimum(roots_below[apart], roots_above[apart])
+        high = np.maximum(roots_below[apart], roots_above[apart])
+        np.minimum.at(parent, high, low)  # hook the higher root under the lower one (parents only ever decrease)
+        while not np.array_equal(parent[parent], parent):  # point every run at its root
+            parent = parent[parent]
+    roots, region = np.unique(parent, return_inverse=True)  # roots ascending: the first run of each region first
+    count = len(roots)
+    area = np.bincount(region, weights=ends - starts, minlength=count).astype(np.int64)
+    x_min, y_min = np.full(count, width), np.full(count, height)
+    x_max, y_max = np.full(count, -1), np.full(count, -1)
+    np.minimum.at(x_min, region, starts)
+    np.minimum.at(y_min, region, rows)
+    np.maximum.at(x_max, region, ends - 1)
+    np.maximum.at(y_max, region, rows)
+    return [(int(area[i]), [int(x_min[i]), int(y_min[i]), int(x_max[i]), int(y_max[i])]) for i in range(count)]
 
 
 def prediction_record(
@@ -208,13 +247,55 @@ def overlay_picture(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarra
     the image's own size. ``anomaly_map``, ``mask``: ``(h, w)``, normalised map in [0, 1] and bool.
     """
     size = image.size
-    heat = visualize_anomaly_map(np.asarray(anomaly_map, dtype=np.float32), colormap=True).resize(size)
-    contour = visualize_mask(
-        Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(size, Image.NEAREST),
-        mode="contour",
-        color=(255, 0, 0),
-    )
-    return overlay_images(image, [heat, contour], alpha=[0.4, 1.0])
+    heat = _jet(np.asarray(anomaly_map, dtype=np.float32)).resize(size)
+    contour = _contour(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(size, Image.NEAREST))
+    for layer, alpha in ((heat, 0.4), (contour, 1.0)):
+        image = _overlay(image, layer, alpha)
+    return image
+
+
+# anomalib 2.7's 'jet' colours (anomalib.visualization.image.functional.apply_colormap), interpolated to 256 below
+_JET_COLOURS = ((0, 0, 143), (0, 0, 255), (0, 127, 255), (0, 255, 255), (127, 255, 127), (255, 255, 0), (255, 127, 0),
+                (255, 0, 0), (127, 0, 0))  # fmt: skip
+
+
+def _jet_palette() -> list[int]:
+    """anomalib's 256-entry palette, 768 ints: its 9 colours interpolated as torch's ``F.interpolate(size=(256, 3),
+    mode="bilinear", align_corners=False)`` does in float32, then truncated to uint8 as ``.byte()`` does."""
+    colours = np.asarray(_JET_COLOURS, dtype=np.float32)
+    scale = np.float32(len(colours) / 256)
+    source = np.maximum((np.arange(256, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    low = source.astype(np.int64)
+    high = np.minimum(low + 1, len(colours) - 1)
+    weight = (source - low).astype(np.float32)[:, None]
+    return ((np.float32(1) - weight) * colours[low] + weight * colours[high]).astype(np.uint8).ravel().tolist()
+
+
+def _jet(anomaly_map: np.ndarray) -> Image.Image:
+    """RGB picture of an ``(h, w)`` map in [0, 1] in jet colours, as anomalib's ``visualize_anomaly_map(map,
+    colormap=True)``: ``uint8(map * 255)`` (values above 1: ``uint8(map)``) through :func:`_jet_palette`."""
+    values = anomaly_map.reshape(anomaly_map.shape[-2:])
+    gray = (values * 255).astype(np.uint8) if values.max() <= 1.0 else values.astype(np.uint8)
+    picture = Image.fromarray(gray).convert("P")  # uint8 (h, w): mode L
+    picture.putpalette(_jet_palette())
+    return picture.convert("RGB")
+
+
+def _contour(mask: Image.Image, color: tuple[int, int, int] = (255, 0, 0)) -> Image.Image:
+    """RGBA: the edges of an ``L`` mask (PIL ``FIND_EDGES``) in ``color``, transparent elsewhere, as anomalib's
+    ``visualize_mask(mask, mode="contour", color=color)``."""
+    edges = Image.new("RGBA", mask.size, (*color, 255))
+    edges.putalpha(mask.convert("L").filter(ImageFilter.FIND_EDGES))
+    return Image.alpha_composite(Image.new("RGBA", mask.size, (0, 0, 0, 0)), edges)
+
+
+def _overlay(base: Image.Image, layer: Image.Image, alpha: float) -> Image.Image:
+    """RGBA: ``layer`` over ``base`` with its alpha scaled by ``alpha``, as anomalib's ``overlay_image``."""
+    base, layer = base.convert("RGBA"), layer.convert("RGBA")
+    if base.size != layer.size:
+        layer = layer.resize(base.size)
+    layer.putalpha(ImageEnhance.Brightness(layer.getchannel("A")).enhance(alpha))
+    return Image.alpha_composite(base, layer)
 
 
 def json_number(value: torch.Tensor | float | None) -> float | None:
