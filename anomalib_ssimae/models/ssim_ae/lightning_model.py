@@ -50,7 +50,11 @@ from anomalib_ssimae.data.images import (
 )
 from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
-from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin, last_checkpoint
+from anomalib_ssimae.models.ssim_ae.checkpoint import (
+    CheckpointCompatibilityMixin,
+    last_checkpoint,
+    preserved_random_state,
+)
 from anomalib_ssimae.models.ssim_ae.frame_check import MEMORY
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
@@ -403,7 +407,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         batches = self._training_images(MEMORY)
         if batches is None:
             return False
-        batches = list(batches)
+        with preserved_random_state():  # reading images must not move the training's random numbers
+            batches = list(batches)
         if sum(len(b) for b in batches) < 2:
             return False
         self.model.fit_frame_check(batches)
