@@ -324,3 +324,16 @@ def test_anomalib_predict_records_an_unreadable_image_and_predicts_the_others(
     with pytest.raises(ValueError, match=r"no image to predict can be read: .*a\.png.*\(and 1 more\)"):
         Engine(default_root_dir=again, logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=bad)
     assert not [p for p in again.rglob("*") if p.is_file() or p.name.startswith("predictions-")]
+
+
+@pytest.mark.slow
+def test_an_export_never_replaces_an_earlier_one(tmp_path: Path) -> None:
+    """Two checkpoints exported with the same --default_root_dir: the second replaced the first's model and
+    calibration.json without a word. Now it is refused, naming the file, and the first export stays as it was."""
+    first = SsimAe(image_size=[128, 128]).eval().to_onnx(tmp_path)
+    before = {p: p.read_bytes() for p in first.parent.iterdir()}
+    with pytest.raises(FileExistsError, match=r"model\.onnx exists: this export would overwrite an earlier one"):
+        SsimAe(image_size=[128, 128], latent_dim=10).eval().to_onnx(tmp_path)
+    with pytest.raises(FileExistsError, match=r"calibration\.json exists"):
+        SsimAe(image_size=[128, 128]).eval().to_onnx(tmp_path, model_file_name="other")
+    assert {p: p.read_bytes() for p in first.parent.iterdir()} == before

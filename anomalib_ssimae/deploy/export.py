@@ -51,6 +51,7 @@ __all__ = [
     "graph_image_size",
     "ignored_cli_model_arguments",
     "normalized_cut",
+    "refuse_existing_export",
     "verify_graph",
     "write_export_metadata",
 ]
@@ -211,6 +212,27 @@ def write_export_metadata(model: torch.nn.Module, model_path: str | Path) -> Pat
     return path
 
 
+EXPORT_FILES = {"openvino": (".xml", ".bin"), "onnx": (".onnx", ".onnx.data"), "torch": (".pt",)}
+
+
+def refuse_existing_export(export_root: Path | str, kind: str, model_file_name: str = "model") -> None:
+    """Refuse to export over an earlier export: anomalib writes ``<export_root>/weights/<kind>/<model_file_name>.*``
+    and would replace an earlier export's files (and its ``calibration.json``) without a word, e.g. two checkpoints
+    exported with the same ``--default_root_dir``.
+
+    Raises:
+        FileExistsError: naming the file that exists.
+    """
+    folder = Path(export_root) / "weights" / kind
+    for path in [folder / (model_file_name + suffix) for suffix in EXPORT_FILES[kind]] + [folder / CALIBRATION_FILE]:
+        if path.exists():
+            msg = (
+                f"{path} exists: this export would overwrite an earlier one. Export into another folder "
+                "(--default_root_dir, or export_root), or move the earlier export away first"
+            )
+            raise FileExistsError(msg)
+
+
 class CalibratedExportMixin:
     """anomalib's ``to_onnx``/``to_openvino``/``to_torch`` plus ``calibration.json`` beside the model file.
 
@@ -219,11 +241,13 @@ class CalibratedExportMixin:
     and normalisation constants (a score moved 0.59 -> 0.67 in a trial). Every export warns when the model's
     ``image_size`` is not what the graph does (:func:`check_image_size`) and when ``anomalib export`` drops
     ``--model.init_args`` options that differ from the checkpoint (:func:`ignored_cli_model_arguments`).
-    ``calibration.json`` records the SHA-256 of the graph's files (:func:`graph_fingerprint`), which
+    An export never replaces an earlier one (:func:`refuse_existing_export`). ``calibration.json`` records the
+    SHA-256 of the graph's files (:func:`graph_fingerprint`), which
     :func:`verify_graph` checks before a model is run with it.
     """
 
-    def _check_export(self) -> None:
+    def _check_export(self, export_root: Path | str, kind: str, model_file_name: str) -> None:
+        refuse_existing_export(export_root, kind, model_file_name)
         check_image_size(self)
         ignored = ignored_cli_model_arguments(dict(getattr(self, "hparams", {})))
         if ignored:
@@ -244,7 +268,7 @@ class CalibratedExportMixin:
         kwargs.setdefault("opset_version", ONNX_OPSET)
         check_opset(kwargs["opset_version"])
         if not getattr(self, "_exporting", False):  # to_openvino checked already
-            self._check_export()
+            self._check_export(export_root, "onnx", model_file_name)
         path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
         logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
@@ -260,7 +284,7 @@ class CalibratedExportMixin:
     ) -> Path:
         """anomalib's OpenVINO export plus ``calibration.json``; warns on fp16 compression."""
         check_opset((kwargs.get("onnx_kwargs") or {}).get("opset_version"))
-        self._check_export()
+        self._check_export(export_root, "openvino", model_file_name)
         if compression_type == CompressionType.FP16:
             warnings.warn(
                 "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
@@ -341,7 +365,7 @@ class CalibratedExportMixin:
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's pickled torch export plus ``calibration.json``."""
-        self._check_export()
+        self._check_export(export_root, "torch", model_file_name)
         path = super().to_torch(export_root, model_file_name)
         logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
