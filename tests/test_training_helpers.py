@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +151,13 @@ def test_predict_refuses_what_anomalib_would_misread(tmp_path: Path, name: str, 
     Image.fromarray(bad).save(folder / name)
     model = SsimAe(image_size=[208, 512], visualizer=False)
     engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
-    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')} has PIL mode {mode}"):
-        engine.predict(model=model, data_path=folder)
-    assert not list((tmp_path / "results").rglob("*.jsonl"))  # nothing scored
+    engine.predict(model=model, data_path=folder)
+    records = [json.loads(line) for line in next((tmp_path / "results").rglob("*.jsonl")).read_text().splitlines()]
+    by_name = {Path(r["image"]).name: r for r in records}
+    assert set(by_name) == {"a.png", name}
+    assert "anomaly_score" in by_name["a.png"]
+    assert "anomaly_score" not in by_name[name]  # not scored: its error instead, and the other image is predicted
+    assert f"{name} has PIL mode {mode}" in by_name[name]["error"]
 
 
 def fit_on_mini(model: SsimAe, tmp_path: Path, **limit: object):
