@@ -8,10 +8,7 @@ for test) with 2 short epochs. The printed test table is recomputed from the che
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +24,19 @@ import anomalib_ssimae
 from anomalib_ssimae import SsimAe
 from anomalib_ssimae.components.ssim import ssim_map
 
-from .helpers import DATA_CONFIGS, DATASETS, EMBEDDED, MODEL_CONFIGS, QUICKSTART, REPO, config_args
+from .helpers import (
+    CHECKPOINT,
+    DATA_CONFIGS,
+    DATASETS,
+    EMBEDDED,
+    MODEL_CONFIGS,
+    QUICKSTART,
+    REPO,
+    RUN,
+    anomalib,
+    config_args,
+    metrics,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.cli]
 
@@ -44,25 +53,6 @@ SHORT = [
     "--model.batch_size",
     "64",
 ]
-RUN = Path("results") / "SsimAe" / "MVTecAD" / "bsdata_pitting_mini" / "v0"
-CHECKPOINT = RUN / "weights" / "lightning" / "model.ckpt"
-
-
-def anomalib(*args: str, cwd: Path) -> str:
-    """Run the anomalib CLI, return its stdout; fail with its output if it fails."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
-    command = [str(Path(sys.executable).parent / "anomalib"), *args]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, (
-        f"anomalib {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result.stdout
-
-
-def metrics(stdout: str) -> dict[str, float]:
-    """The values of anomalib's test table."""
-    table = stdout.rsplit("Test metric", 1)[-1]
-    return {name: float(value) for name, value in re.findall(r"│\s*(\w+)\s*│\s*([-0-9.eE+]+)\s*│", table)}
 
 
 def datamodule() -> MVTecAD:

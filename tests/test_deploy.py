@@ -28,7 +28,7 @@ from anomalib_ssimae.components.tiling import axis_runs
 from anomalib_ssimae.deploy import OpenVinoDetector, defect_regions, normalized_cut, predict_folder
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
 
-from .helpers import EMBEDDED, quickstart_datamodule
+from .helpers import EMBEDDED, fill_thresholds, quickstart_datamodule
 
 # Anomaly maps after normalisation against torch (issue 4's target: 1e-4). Measured: about 2e-5 on the AVX512-BF16
 # EPYC (2026-11-29); on the AMX Xeon (2026-12-01) up to 8.1e-5 for ONNX Runtime and 1.0e-4 for OpenVINO f32 on the
@@ -98,20 +98,6 @@ def test_parity_allows_flips_only_at_the_cut() -> None:
     assert_same_side(reference ^ [True, True, False, False], reference, values, "at the cut")
     with pytest.raises(AssertionError, match="1 flipped"):
         assert_same_side(reference ^ [False, False, True, False], reference, values, "far from the cut")
-
-
-def fill_thresholds(model: SsimAe, pixel_threshold: float = 0.6, pixel_max: float = 1.5) -> SsimAe:
-    """Set an untrained model's thresholds and normalisation range, so that labels and masks are exported."""
-    for name, value in (
-        ("_image_threshold", 0.9),
-        ("_pixel_threshold", pixel_threshold),
-        ("image_min", 0.5),
-        ("image_max", 1.2),
-        ("pixel_min", 0.0),
-        ("pixel_max", pixel_max),
-    ):
-        getattr(model.post_processor, name).fill_(value)
-    return model
 
 
 @pytest.mark.slow

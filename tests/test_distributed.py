@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import DATASETS, QUICKSTART, REPO, config_args
-from .test_cli import CHECKPOINT, anomalib, metrics
+from .helpers import CHECKPOINT, DATASETS, QUICKSTART, REPO, anomalib, config_args, metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.cli]
 

@@ -36,8 +36,7 @@ from anomalib_ssimae.data.images import check_datamodule_images, check_image_fil
 from anomalib_ssimae.deploy import cli, predict_folder
 from anomalib_ssimae.models.ssim_ae.torch_model import to_model_channels
 
-from .helpers import EMBEDDED
-from .test_data_folders import (
+from .data_builders import (
     APPLE_DOUBLE,
     PITTING,
     clean_mask,
@@ -46,6 +45,7 @@ from .test_data_folders import (
     setup_folder,
     setup_mvtec,
 )
+from .helpers import EMBEDDED
 
 SOURCE = Image.open(min((EMBEDDED / "train" / "good").glob("*.png"))).convert("RGB")  # real colour, 512 x 208
 GRAY = SOURCE.convert("L")

@@ -23,8 +23,7 @@ from anomalib_ssimae import SsimAe
 from anomalib_ssimae.data.images import read_rgb
 from anomalib_ssimae.deploy import OpenVinoDetector, predict_folder
 
-from .helpers import EMBEDDED
-from .test_deploy import fill_thresholds
+from .helpers import EMBEDDED, fill_thresholds
 
 SOURCE = Image.open(min((EMBEDDED / "test" / "good").glob("*.png"))).convert("RGB")  # real, 512 x 208
 FLOOR = 20 / 255  # below every gray value of SOURCE (29/255 and up), above the square's 0
