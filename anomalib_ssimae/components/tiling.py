@@ -121,12 +121,15 @@ class PatchTiler:
         return output
 
     def untile(self, patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """``(B * L, C, patch_size, patch_size)`` -> ``(B, C, H, W)``, overlaps averaged."""
+        """``(B * L, C, patch_size, patch_size)`` -> ``(B, C, H, W)``, overlaps averaged (divided by
+        :meth:`coverage`)."""
         channels, p = patches.shape[1], self.patch_size
         per_image = self.num_patches(height, width)
         columns = patches.reshape(-1, per_image, channels * p * p).transpose(1, 2)
-        ones = torch.ones((1, p * p, per_image), dtype=patches.dtype, device=patches.device)
-        return self._fold(columns, height, width) / self._fold(ones, height, width)
+        # Divide by the patch count as a constant, not as fold(ones): OpenVINO 2026.4.1 with two or more streams
+        # computed Col2Im(x) / Col2Im(ones) as Col2Im(x) * count (benchmarks/openvino_throughput_repro.py), which
+        # corrupted the exported maps for anyone running them with the THROUGHPUT hint. Same values (whole numbers).
+        return self._fold(columns, height, width) / self.coverage(height, width).to(patches.device, patches.dtype)
 
     def apply(
         self,
