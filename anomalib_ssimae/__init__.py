@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from anomalib_ssimae.models import SsimAe, SsimAeExtended, SsimDae, SsimDaeExtended
 
 __all__ = ["SsimAe", "SsimAeExtended", "SsimDae", "SsimDaeExtended"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str) -> Any:
