@@ -212,6 +212,16 @@ def write_export_metadata(model: torch.nn.Module, model_path: str | Path) -> Pat
     return path
 
 
+def int8_needs_data(compression_type: CompressionType) -> str:
+    """The error for INT8_PTQ/INT8_ACQ without a datamodule, with the command that works."""
+    return (
+        f"--compression_type {compression_type.name} calibrates on images: give the configs that trained the model "
+        "instead of --model, e.g. anomalib export --config configs/model/ssim_ae.yaml --config "
+        f"configs/data/quickstart.yaml --ckpt_path CKPT --export_type openvino --compression_type {compression_type.name}"
+        " (its validation and test images are used)"
+    )
+
+
 EXPORT_FILES = {"openvino": (".xml", ".bin"), "onnx": (".onnx", ".onnx.data"), "torch": (".pt",)}
 
 
@@ -270,7 +280,8 @@ class CalibratedExportMixin:
         if not getattr(self, "_exporting", False):  # to_openvino checked already
             self._check_export(export_root, "onnx", model_file_name)
         path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-        logger.info("export metadata: %s", write_export_metadata(self, path))
+        if not getattr(self, "_exporting", False):  # inside to_openvino the ONNX file is a temporary
+            logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
 
     def to_openvino(
@@ -285,6 +296,9 @@ class CalibratedExportMixin:
         """anomalib's OpenVINO export plus ``calibration.json``; warns on fp16 compression."""
         check_opset((kwargs.get("onnx_kwargs") or {}).get("opset_version"))
         self._check_export(export_root, "openvino", model_file_name)
+        datamodule = kwargs.get("datamodule", args[0] if args else None)
+        if compression_type in (CompressionType.INT8_PTQ, CompressionType.INT8_ACQ) and datamodule is None:
+            raise ValueError(int8_needs_data(compression_type))  # before the ONNX conversion, nothing written
         if compression_type == CompressionType.FP16:
             warnings.warn(
                 "fp16 compression stores the thresholds and normalisation range in fp16 too, which changes scores "
@@ -332,11 +346,7 @@ class CalibratedExportMixin:
 
         name = compression_type.name
         if datamodule is None:
-            msg = (
-                f"--compression_type {name} calibrates on images: add the data config that trained the model "
-                "(e.g. --data configs/data/quickstart.yaml), whose validation and test images are used"
-            )
-            raise ValueError(msg)
+            raise ValueError(int8_needs_data(compression_type))
         if not 0 <= max_drop <= 1:
             msg = f"max_drop must be a fraction of labels in [0, 1], got {max_drop}"
             raise ValueError(msg)

@@ -96,6 +96,8 @@ class OpenVinoDetector:
             )
         except RuntimeError as error:
             msg = f"{self.model_path}: OpenVINO cannot load it ({str(error).strip().splitlines()[0][:200]})"
+            if not self.meta:  # no fingerprint to name the damaged file
+                msg += f"; check that {self.model_path.with_suffix('.bin')} is complete (copy the export again)"
             raise ValueError(msg) from error
         self.image_size = self.meta.get("image_size") or self._map_size()
 
