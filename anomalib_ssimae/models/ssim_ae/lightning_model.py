@@ -57,7 +57,7 @@ from anomalib_ssimae.models.ssim_ae.checkpoint import (
 )
 from anomalib_ssimae.models.ssim_ae.frame_check import MEMORY
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
-from anomalib_ssimae.models.ssim_ae.torch_model import SsimAeModel, TiledReconstruction
+from anomalib_ssimae.models.ssim_ae.torch_model import OUT_OF_DISTRIBUTION_SCORE, SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
 from anomalib_ssimae.run_folders import RunFolder
 from anomalib_ssimae.visualization import ReconstructionVisualizer
@@ -589,7 +589,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         tiled = self.model.reconstruct(batch.image, on_chunk=hook)
         batch.update(**self.model.anomaly_prediction(tiled.inputs, tiled.reconstruction, check_frames)._asdict())
         batch.reconstruction = tiled.reconstruction
-        batch.out_of_distribution = self.model.out_of_distribution(tiled.inputs) if check_frames else None
+        # the frames anomaly_prediction rejected, read off their score (no second histogram of the batch)
+        batch.out_of_distribution = batch.pred_score == OUT_OF_DISTRIBUTION_SCORE if check_frames else None
         return batch, good, tiled
 
     def validation_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:

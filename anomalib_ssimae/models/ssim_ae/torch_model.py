@@ -20,7 +20,14 @@ from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator
 from anomalib_ssimae.models.ssim_ae.frame_check import FrameCheck
 from anomalib_ssimae.models.ssim_ae.network import NETWORKS, SsimAeNetwork
 
-__all__ = ["INTENSITY_NORMALIZATIONS", "SsimAeModel", "TiledReconstruction", "standardize", "to_model_channels"]
+__all__ = [
+    "INTENSITY_NORMALIZATIONS",
+    "OUT_OF_DISTRIBUTION_SCORE",
+    "SsimAeModel",
+    "TiledReconstruction",
+    "standardize",
+    "to_model_channels",
+]
 
 INTENSITY_NORMALIZATIONS = ("none", "standardize")
 STANDARD_MEAN, STANDARD_STD = 0.5, 0.15  # +-3.3 standard deviations fit in [0, 1]
