@@ -257,7 +257,7 @@ class DefectFreePostProcessor(PostProcessor):
     def _centre_ranges(self) -> None:
         """Make each normalisation range symmetric about its threshold and wide enough to hold every validation
         value: anomalib clamps normalised outputs to [0, 1], i.e. to ``threshold +- (max - min) / 2``, and only
-        thresholds inside that band can be chosen after export (``anomalib_ssimae.deploy.normalized_cut``)."""
+        thresholds inside that band can be chosen after export (``anomalib_ssimae.calibration.normalized_cut``)."""
         observed = self.observed_range.to(self.image_min.dtype)
         for level, threshold, low, high, seen_low, seen_high in (
             ("image", self._image_threshold, self.image_min, self.image_max, observed[0], observed[1]),

@@ -2,7 +2,7 @@
 
 Measured on 2-core CPUs with torch 2.14.1 (2026-11-29): on an AMD EPYC with AVX512-BF16, bf16 autocast ran the
 SSIM-AE training loop about 1.7-2x faster than fp32; on an AVX2-only EPYC it ran about 8x *slower* (no bf16 units,
-emulated; ``benchmarks/results_train_throughput.md``). So ``"auto"`` picks bf16 only where ``/proc/cpuinfo`` lists
+emulated; ``benchmarks/results/train_throughput.md``). So ``"auto"`` picks bf16 only where ``/proc/cpuinfo`` lists
 ``avx512_bf16`` or ``amx_bf16`` (or on a CUDA device that supports bf16), and fp32 everywhere else.
 """
 

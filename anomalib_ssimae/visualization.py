@@ -16,7 +16,7 @@ from anomalib.visualization.image.item_visualizer import visualize_image_item
 from PIL import Image
 
 from anomalib_ssimae.data.images import dataset_image_paths
-from anomalib_ssimae.deploy.records import (
+from anomalib_ssimae.records import (
     common_folder,
     picture_name,
     remove_if_empty,
@@ -46,7 +46,7 @@ class ReconstructionVisualizer(ImageVisualizer):
       (:class:`~anomalib_ssimae.callbacks.PredictionRecords`).
 
     In both, each image keeps its path below the deepest folder common to all images of the run
-    (:func:`~anomalib_ssimae.deploy.records.common_folder`): ``lineA/good/001.png`` and ``lineB/good/001.png`` stay
+    (:func:`~anomalib_ssimae.records.common_folder`): ``lineA/good/001.png`` and ``lineB/good/001.png`` stay
     two pictures (anomalib's visualizer keeps only the path after the dataset's name and category, or else the
     parent folder's name, so a ``Folder`` dataset's ``lineA/good/001.png`` and ``lineB/good/001.png`` both became
     ``good/001.png`` and the second replaced the first). A path listed twice in one run gets ``_2``, ``_3``... with
@@ -93,7 +93,7 @@ class ReconstructionVisualizer(ImageVisualizer):
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Find the folder common to all test images (the picture folder is made with the first picture, after
-        :class:`~anomalib_ssimae.run_folders.RunFolder` has chosen the run folder)."""
+        :class:`~anomalib_ssimae.callbacks.RunFolder` has chosen the run folder)."""
         del pl_module
         self.test_dir = None
         self._find_input_root(trainer.test_dataloaders)

@@ -515,7 +515,7 @@ def test_int8_export_that_changes_labels_is_refused_and_writes_nothing(
 def test_exported_graph_gives_the_same_maps_with_several_streams(tmp_path: Path) -> None:
     """OpenVINO 2026.4.1 with 2 streams computed the stitching's Col2Im(x) / Col2Im(ones) as Col2Im(x) * count:
     maps off by 0.19 on this graph, for anyone running an export with the THROUGHPUT hint
-    (benchmarks/openvino_throughput_repro.py). The stitching now divides by a constant count."""
+    (benchmarks/studies/openvino_throughput_repro.py). The stitching now divides by a constant count."""
     import openvino as ov
 
     model = fill_thresholds(SsimAe(image_size=[128, 256]).eval())

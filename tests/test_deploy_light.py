@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_ssimae.deploy.records import connected_regions, defect_regions, overlay_picture
 from anomalib_ssimae.fpr import FPR_GRID
+from anomalib_ssimae.records import connected_regions, defect_regions, overlay_picture
 
 from .helpers import EMBEDDED
 

@@ -12,13 +12,13 @@ MODULES = [
     "anomalib_ssimae.data.augmentation",
     "anomalib_ssimae.data.corruption",
     "anomalib_ssimae.data.masks",
-    "anomalib_ssimae.deploy.records",
     "anomalib_ssimae.fpr",
     "anomalib_ssimae.metrics",
     "anomalib_ssimae.models.ssim_ae.anomaly_map",
     "anomalib_ssimae.models.ssim_ae.frame_check",
-    "anomalib_ssimae.models.ssim_ae.network",
     "anomalib_ssimae.models.ssim_ae.lightning_model",
+    "anomalib_ssimae.models.ssim_ae.network",
+    "anomalib_ssimae.records",
 ]
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from anomalib_ssimae import SsimAe
 from anomalib_ssimae.deploy import OpenVinoDetector, normalized_cut, predict_folder
-from anomalib_ssimae.deploy.export import ignored_cli_model_arguments
+from anomalib_ssimae.models.ssim_ae.export import ignored_cli_model_arguments
 
 from .helpers import EMBEDDED
 

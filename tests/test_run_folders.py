@@ -27,9 +27,9 @@ from PIL import Image
 
 from anomalib_ssimae import SsimAe
 from anomalib_ssimae.callbacks import ValidationMonitor
+from anomalib_ssimae.callbacks.run_folder import FAILED, run_folder_of_checkpoint
 from anomalib_ssimae.data import Folder, MVTecAD
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
-from anomalib_ssimae.run_folders import FAILED, run_folder_of_checkpoint
 
 from .helpers import DATASETS, EMBEDDED, QUICKSTART, REPO, config_args, quickstart_datamodule
 

@@ -1,1 +1,1 @@
-"""Building blocks of the models: SSIM maps, patch tiling and the training schedule."""
+"""Building blocks of the models: SSIM maps, patch tiling, the training schedule, the random state."""

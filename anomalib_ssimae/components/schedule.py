@@ -21,20 +21,6 @@ def max_time_timer(trainer: Trainer) -> Timer | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
 
 
-def time_is_up(timer: Timer | None) -> bool:
-    """Whether ``timer`` (:func:`max_time_timer`) has run out. Lightning checks it only after a training batch, and
-    one image batch here can hold hundreds of optimiser steps (several minutes), so the training step checks it
-    between steps."""
-    remaining = timer.time_remaining() if timer is not None else None
-    return remaining is not None and remaining <= 0
-
-
-def steps_are_up(trainer: Trainer) -> bool:
-    """Whether ``trainer.max_steps`` (``-1``: no limit) has been reached. Like ``max_time``, Lightning checks it only
-    after a training batch, which here can hold a whole epoch of optimiser steps: ``max_steps: 3789`` ran 4375."""
-    return trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
-
-
 def updates_for_images(images_before: int, batch_images: int, total_images: int, total_updates: int) -> int:
     """Optimiser steps for one image batch, in proportion to its images.
 

@@ -127,7 +127,7 @@ class PatchTiler:
         per_image = self.num_patches(height, width)
         columns = patches.reshape(-1, per_image, channels * p * p).transpose(1, 2)
         # Divide by the patch count as a constant, not as fold(ones): OpenVINO 2026.4.1 with two or more streams
-        # computed Col2Im(x) / Col2Im(ones) as Col2Im(x) * count (benchmarks/openvino_throughput_repro.py), which
+        # computed Col2Im(x) / Col2Im(ones) as Col2Im(x) * count (benchmarks/studies/openvino_throughput_repro.py), which
         # corrupted the exported maps for anyone running them with the THROUGHPUT hint. Same values (whole numbers).
         return self._fold(columns, height, width) / self.coverage(height, width).to(patches.device, patches.dtype)
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from anomalib_ssimae.records import MAX_UPSCALE, upscale_factor, warn_if_upscaled
+
 # Modes that anomalib's read_image (PIL convert("RGB") / 255) does not map to [0, 1] correctly.
 UNSUPPORTED_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -107,14 +109,11 @@ def check_image_files(paths: Iterable[str | Path], image_size: tuple[int, int] |
     """Decode every image and check it as :func:`open_rgb` does; return how many were checked.
 
     With ``image_size`` (height, width), warn once about the images that resizing to it enlarges more than
-    :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times per side: how many, and the most enlarged one.
+    :data:`~anomalib_ssimae.records.MAX_UPSCALE` times per side: how many, and the most enlarged one.
 
     Raises:
         ValueError: naming the first file that cannot be read, has 16-bit gray or float pixels or transparent ones.
     """
-    # deferred: anomalib_ssimae.deploy imports this module
-    from anomalib_ssimae.deploy.records import MAX_UPSCALE, upscale_factor, warn_if_upscaled
-
     count, enlarged = 0, []
     for path in paths:
         image = _open(path)
@@ -142,7 +141,7 @@ def check_datamodule_images(
 ) -> None:
     """Run :func:`check_image_files` on the images of the datamodule's given splits (e.g. ``"train_data"``), warning
     once per split about images enlarged too much to ``image_size``: by default the ``input_size`` of the model that
-    the datamodule's trainer runs (the model calls this from ``on_fit_start`` and ``on_test_start``)."""
+    the datamodule's trainer runs (:class:`~anomalib_ssimae.callbacks.InputChecks` calls this at fit and test start)."""
     if image_size is None:
         model = getattr(getattr(datamodule, "trainer", None), "lightning_module", None)
         image_size = getattr(model, "input_size", None)

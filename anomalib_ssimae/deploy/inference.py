@@ -2,9 +2,9 @@
 
     ssimae-predict results/.../weights/openvino/model.xml path/to/images out/ [--image-fpr 0.01]
 
-writes ``out/predictions.jsonl`` (one :func:`~anomalib_ssimae.deploy.records.prediction_record` per image) and
+writes ``out/predictions.jsonl`` (one :func:`~anomalib_ssimae.records.prediction_record` per image) and
 ``out/overlays/<name>.png``. Thresholds can be changed at load time from ``calibration.json``
-(:func:`~anomalib_ssimae.deploy.export.normalized_cut`).
+(:func:`~anomalib_ssimae.calibration.normalized_cut`).
 
 Why not anomalib's ``OpenVINOInferencer`` (2.7): its pre-processing guesses the value range (it divides by 255 when
 the maximum exceeds 1) and the layout (it transposes when the last axis has 3 entries), it writes an
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from anomalib_ssimae.calibration import CALIBRATION_FILE, normalized_cut, verify_graph
 from anomalib_ssimae.data.images import find_images, read_rgb
-from anomalib_ssimae.deploy.calibration import CALIBRATION_FILE, normalized_cut, verify_graph
-from anomalib_ssimae.deploy.records import (
+from anomalib_ssimae.records import (
     OUT_OF_DISTRIBUTION,
     overlay_picture,
     prediction_record,
@@ -53,12 +53,12 @@ class OpenVinoDetector:
     streams on a 2-core EPYC, OpenVINO 2026.4.1) the outputs of a 256 x 256 SSIM-AE changed by up to 0.09 (scores)
     and 0.67 (maps). OpenVINO computes ``F.fold(x) / F.fold(ones)`` (the tiler's stitching) wrongly with two or more
     streams and a dynamic batch; resizing and input buffers are not the cause
-    (``benchmarks/openvino_throughput_repro.py``, ``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps
+    (``benchmarks/studies/openvino_throughput_repro.py``, ``benchmarks/results/openvino_streams.md``). :meth:`imap` keeps
     requests in flight instead, so that reading and writing files overlaps with inference (1.12x on 2 cores,
     ``benchmarks/results/folder_throughput.md``).
 
     Raises ``FileNotFoundError`` for a missing model, ``ValueError`` for an impossible threshold request or a
-    ``calibration.json`` of another export (:func:`~anomalib_ssimae.deploy.export.verify_graph`: the SHA-256 of
+    ``calibration.json`` of another export (:func:`~anomalib_ssimae.calibration.verify_graph`: the SHA-256 of
     ``model.xml`` and ``model.bin`` must be those it was exported with, so a truncated ``model.bin`` is named too).
     """
 
@@ -123,13 +123,13 @@ class OpenVinoDetector:
 
     def __call__(self, images: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """``images``: ``(B, 3, H, W)`` float32 in [0, 1]; ``names``: their file names, for the warning about
-        images enlarged more than :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times to the model's
+        images enlarged more than :data:`~anomalib_ssimae.records.MAX_UPSCALE` times to the model's
         ``image_size`` (default: ``input[i]``). Returns ``pred_score (B,)``, ``anomaly_map (B, h, w)``
         (normalised), and ``pred_label (B,)``, ``pred_mask (B, h, w)`` at this detector's thresholds."""
         for index in range(len(images)):
             warn_if_upscaled(names[index] if names else f"input[{index}]", images.shape[-2:], self.image_size)
         # share_inputs=False: OpenVINO would otherwise keep the caller's array as its input buffer, and a later
-        # imap() on this detector copied its images into that array (found with benchmarks/openvino_throughput_repro.py)
+        # imap() on this detector copied its images into that array (found with benchmarks/studies/openvino_throughput_repro.py)
         return self._result(self.compiled(np.ascontiguousarray(images, dtype=np.float32), share_inputs=False))
 
     def imap(self, items: Iterable[tuple[Any, np.ndarray | None]], jobs: int = 2) -> Iterator[tuple[Any, dict | None]]:
@@ -204,7 +204,7 @@ def predict_folder(detector: OpenVinoDetector, input_dir: str | Path, output_dir
     Never overwrites: an existing ``predictions.jsonl`` raises ``FileExistsError``. Records are appended to
     ``predictions.jsonl.partial`` as images are done and the file is renamed at the end, so an interrupted run
     leaves its finished records. An unreadable image gets a record with ``"error"`` and the run goes on; an image
-    enlarged more than :data:`~anomalib_ssimae.deploy.records.MAX_UPSCALE` times gets a warning naming it.
+    enlarged more than :data:`~anomalib_ssimae.records.MAX_UPSCALE` times gets a warning naming it.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     final = output_dir / "predictions.jsonl"

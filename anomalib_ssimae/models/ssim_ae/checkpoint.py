@@ -3,40 +3,17 @@ with the post-processor the checkpoint was trained with."""
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from anomalib_ssimae.callbacks.training_guards import last_checkpoint
+from anomalib_ssimae.components.random_state import preserved_random_state
 from anomalib_ssimae.post_processing import DefectFreePostProcessor
-
-
-@contextmanager
-def preserved_random_state() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's (CPU and CUDA) random state and Lightning's seed variables on exit."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    environment = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        for key, value in environment.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
 
 RANDOM_STATE = "anomalib_ssimae_random_state"  # checkpoint key
 
@@ -61,12 +38,6 @@ def set_random_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def last_checkpoint(trainer: Any) -> str:
-    """The newest checkpoint file this run's ModelCheckpoint wrote (``""``: none yet)."""
-    callback = trainer.checkpoint_callback
-    return getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
 
 
 MODEL_CLASS = "anomalib_ssimae_model_class"  # checkpoint key: the name of the class that saved it

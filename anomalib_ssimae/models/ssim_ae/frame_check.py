@@ -9,7 +9,7 @@ distribution when its distance to the nearest of them exceeds ``margin`` times t
 training images themselves (each to its nearest other one), and at least :data:`FLOOR`. Nearest rather than mean: lighting sets (magnetic tile)
 and binarised boards (DeepPCB) make several kinds of defect-free histogram, whose mean is like none of them.
 False-alarm rates on the six datasets' defect-free test images and detection of the synthetic frames:
-``benchmarks/results/frame_check.md`` (``python benchmarks/frame_check.py``).
+``benchmarks/results/frame_check.md`` (``python benchmarks/quality/frame_check.py``).
 """
 
 from __future__ import annotations

@@ -4,17 +4,18 @@ Training takes random ``patch_size`` crops on the fly from the resized defect-fr
 (:class:`~anomalib_ssimae.data.augmentation.CropSampler`), ``crops_per_epoch`` of them per epoch in batches of
 ``batch_size``, and minimises the SSIM loss (Eq. 7) with Adam. Validation logs the same loss on the defect-free
 validation images as ``val_loss`` and feeds anomaly maps to anomalib's post-processor. Test, predict and export use
-the tiled inference of :class:`~anomalib_ssimae.models.ssim_ae.torch_model.SsimAeModel`.
+the tiled inference of :class:`~anomalib_ssimae.models.ssim_ae.torch_model.SsimAeModel`. Image checks, the frame
+check and position normalisation fitted on the training images, and the training guards are callbacks the model
+adds to every run (:mod:`anomalib_ssimae.callbacks`); the export is :mod:`~anomalib_ssimae.models.ssim_ae.export`.
 
-Longer than the package's 250-line guide because the class docstring documents every argument (it is the CLI's
-``--help``) and the signature lists them one per line; the logic is about 150 lines.
+Longer than the package's 300-line guide: the class docstring (the CLI's ``--help``) and the signature list every
+argument, 136 lines; the rest is components, optimiser and steps.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -24,48 +25,24 @@ from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, seed_everything
-from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_ssimae.callbacks import PredictionRecords, RunSummary, ValidationMonitor, say
+from anomalib_ssimae import callbacks
 from anomalib_ssimae.cli_errors import install as install_short_errors
-from anomalib_ssimae.components.schedule import (
-    CosineLearningRate,
-    check_schedule,
-    max_time_timer,
-    steps_are_up,
-    time_is_up,
-    updates_for_images,
-)
+from anomalib_ssimae.components.schedule import CosineLearningRate, check_schedule, updates_for_images
 from anomalib_ssimae.components.ssim import ssim_map
 from anomalib_ssimae.data.augmentation import CropSampler
 from anomalib_ssimae.data.corruption import MaskedBlocks
-from anomalib_ssimae.data.images import (
-    check_datamodule_images,
-    check_image_files,
-    dataset_image_paths,
-    skip_hidden_files,
-    skip_unreadable_files,
-)
-from anomalib_ssimae.deploy.export import CalibratedExportMixin
 from anomalib_ssimae.metrics import CheckedEvaluator
-from anomalib_ssimae.models.ssim_ae.checkpoint import (
-    CheckpointCompatibilityMixin,
-    last_checkpoint,
-    preserved_random_state,
-)
-from anomalib_ssimae.models.ssim_ae.frame_check import MEMORY
+from anomalib_ssimae.models.ssim_ae.checkpoint import CheckpointCompatibilityMixin
+from anomalib_ssimae.models.ssim_ae.export import CalibratedExportMixin
 from anomalib_ssimae.models.ssim_ae.loss import ReconstructionLoss
 from anomalib_ssimae.models.ssim_ae.torch_model import OUT_OF_DISTRIBUTION_SCORE, SsimAeModel, TiledReconstruction
 from anomalib_ssimae.precision import cpu_flags, training_precision
-from anomalib_ssimae.run_folders import RunFolder
 from anomalib_ssimae.visualization import ReconstructionVisualizer
 
 install_short_errors()  # `anomalib train/test/predict/export`: the package's user errors in two lines
-
-SATURATED_STEPS = 50  # optimiser steps with a blank, saturated reconstruction before training counts as collapsed
-SATURATION = 1e-3
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -258,11 +235,12 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self.loss = ReconstructionLoss(loss, l1_weight, alpha=alpha, beta=beta)
         self.automatic_optimization = False  # several optimiser steps per image batch (crops_per_epoch)
         self._images_seen = 0
-        self._saturated_steps = 0  # consecutive optimiser steps with a blank, saturated reconstruction (collapse)
         self._bf16 = False  # set at fit start from train_precision and the device
-        self.grad_norm: torch.Tensor | None = None  # global L2 norm of the last optimiser step's gradients
         self._schedule: CosineLearningRate | None = None  # set at fit start for lr_schedule "cosine"
-        self._timer: Timer | None = None  # the max_time timer, set at fit start (one process only)
+        self.guards = (
+            callbacks.TrainingGuards()
+        )  # acts between the optimiser steps of training_step; added to every run
+        self.grad_norm: torch.Tensor | None = None  # global L2 norm of the last optimiser step's gradients (guards)
 
     # ------------------------------------------------------------------ anomalib components
     def configure_pre_processor(self, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -270,7 +248,7 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
 
         Bilinear without antialiasing, in the dataloader as in the exported graph: anomalib exports Resize with
         ``antialias=False`` anyway, and OpenVINO ignores ONNX's antialias flag (0.29 max difference on a 512 -> 256
-        resize, ``benchmarks/resize_parity.py``), so one resize everywhere makes exported maps equal to tested ones.
+        resize, ``benchmarks/studies/resize_parity.py``), so one resize everywhere makes exported maps equal to tested ones.
         For a 2x reduction (512 -> 256) it is exactly a 2 x 2 mean.
         """
         return PreProcessor(transform=Compose([Resize(image_size or self._image_size, antialias=False)]))
@@ -295,10 +273,12 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         return ReconstructionVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """:class:`~anomalib_ssimae.run_folders.RunFolder` (first: it picks the folder the others write into),
-        anomalib's components, :class:`RunSummary`, :class:`PredictionRecords` and :class:`ValidationMonitor`
-        (:mod:`anomalib_ssimae.callbacks`)."""
-        return [RunFolder(), *super().configure_callbacks(), RunSummary(), PredictionRecords(), ValidationMonitor()]
+        """:mod:`anomalib_ssimae.callbacks`: ``RunFolder`` (first: it picks the folder the others write into),
+        anomalib's components, then ``RunSummary``, ``PredictionRecords``, ``ValidationMonitor``, ``InputChecks``,
+        ``TrainingStatistics`` and :attr:`guards` (``TrainingGuards``)."""
+        own = [callbacks.RunSummary(), callbacks.PredictionRecords(), callbacks.ValidationMonitor()]
+        checks = [callbacks.InputChecks(), callbacks.TrainingStatistics(), self.guards]
+        return [callbacks.RunFolder(), *super().configure_callbacks(), *own, *checks]
 
     @property
     def learning_type(self) -> LearningType:
@@ -322,12 +302,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_fit_start(self) -> None:
-        """Check the training and validation images; choose the training precision; size the cosine schedule."""
-        check_datamodule_images(self.trainer.datamodule, "train_data", "val_data")
-        if not self.fit_frame_check():  # histograms of the training images: the network plays no part
-            warnings.warn("fewer than 2 training images: the frame check stays off", stacklevel=1)
-        # stop at max_time between optimiser steps; under DDP Lightning's check after the batch keeps processes in step
-        self._timer = max_time_timer(self.trainer) if self.trainer.world_size == 1 else None
+        """Choose the training precision; size the cosine schedule; under DDP, a seed per process. The image checks,
+        the frame check and the guards come first (:mod:`anomalib_ssimae.callbacks`)."""
         if self.trainer.world_size > 1:  # each process draws its own crops (the same seed would repeat positions)
             torch.manual_seed(int(torch.randint(2**62, ())) + self.global_rank)
         if self.hparams.lr_schedule == "cosine":
@@ -341,102 +317,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         precision = training_precision(self.hparams.train_precision, self.device.type)
         self._bf16 = precision == "bf16-mixed"
         units = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}) if self.device.type == "cpu" else []
-        say(
+        callbacks.say(
             f"training precision: {precision} (train_precision={self.hparams.train_precision}; "
             f"{self.device.type}{' bf16 units: ' + ', '.join(units) if units else ''})"
         )
-
-    def on_test_start(self) -> None:
-        """Check the test images; estimate the position normalisation if needed."""
-        check_datamodule_images(self.trainer.datamodule, "test_data")
-        self._ensure_position_normalization()
-        self._ensure_frame_check()
-
-    def setup(self, stage: str) -> None:
-        """``anomalib predict``: drop hidden files from anomalib's ``PredictDataset``
-        (:func:`~anomalib_ssimae.data.images.skip_hidden_files`), and unreadable ones, which are recorded with their
-        error while the others are predicted (:func:`~anomalib_ssimae.data.images.skip_unreadable_files`)."""
-        super().setup(stage)
-        if stage != "predict":
-            return
-        # Here, not in on_predict_start: by then Lightning has counted the batches and started the loader workers
-        # with the full list. trainer.predict_dataloaders is not set yet: take them where trainer.predict put them.
-        source = getattr(getattr(self.trainer.predict_loop, "_data_source", None), "instance", None)
-        self._unreadable = []  # (file, error) of this predict run, for PredictionRecords
-        for loader in source if isinstance(source, list | tuple) else [source]:
-            skip_hidden_files(getattr(loader, "dataset", None))
-            self._unreadable += skip_unreadable_files(getattr(loader, "dataset", None))
-
-    def on_predict_start(self) -> None:
-        """Check the images to predict (anomalib's loader would read a 16-bit gray file as white, or the colours
-        under transparent pixels, and score them); estimate the position normalisation if needed."""
-        loaders = self.trainer.predict_dataloaders
-        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-            check_image_files(dataset_image_paths(getattr(loader, "dataset", None)))
-        self._ensure_position_normalization()
-        self._ensure_frame_check()
-
-    def _training_images(self, count: int) -> Iterator[torch.Tensor] | None:
-        """Batches ``(<= 8, 3, H, W)`` of up to ``count`` training images of the trainer's datamodule (evenly
-        spaced, resized as in training), on the model's device; ``None`` when no training images are at hand."""
-        dataset = getattr(getattr(self._trainer, "datamodule", None), "train_data", None)
-        if not dataset:
-            return None
-        resize = getattr(self.pre_processor, "transform", None) or Resize(self._image_size, antialias=False)
-        count = min(len(dataset), count)
-        indices = sorted({i * len(dataset) // count for i in range(count)})
-        return (
-            torch.cat([resize(dataset[i].image[None]) for i in indices[start : start + 8]]).to(self.device)
-            for start in range(0, len(indices), 8)
-        )
-
-    @torch.no_grad()
-    def fit_position_normalization(self) -> bool:
-        """Estimate the expected defect-free residual per position from up to ``position_images`` training images
-        of the trainer's datamodule (evenly spaced, pre-processed as in training). Returns ``False`` when the model
-        has no position normalisation or there are no training images at hand."""
-        batches = self._training_images(self.hparams.position_images)
-        if self.model.anomaly_map_generator.position is None or batches is None:
-            return False
-        self.model.fit_position_normalization(batches)
-        return True
-
-    def fit_frame_check(self) -> bool:
-        """Fit the frame check (:class:`~anomalib_ssimae.models.ssim_ae.frame_check.FrameCheck`) on up to 256
-        training images of the trainer's datamodule. Returns ``False`` when fewer than 2 are at hand."""
-        batches = self._training_images(MEMORY)
-        if batches is None:
-            return False
-        with preserved_random_state():  # reading images must not move the training's random numbers
-            batches = list(batches)
-        if sum(len(b) for b in batches) < 2:
-            return False
-        self.model.fit_frame_check(batches)
-        return True
-
-    def on_validation_start(self) -> None:
-        """Re-estimate the position normalisation with the current network, before the validation maps."""
-        self.fit_position_normalization()
-
-    def _ensure_frame_check(self) -> None:
-        """Test/predict: fit the frame check if the checkpoint has none (0.3.0), or warn that it cannot."""
-        if not bool(self.model.frame_check.fitted) and not self.fit_frame_check():
-            warnings.warn(
-                "the frame check is not fitted (a checkpoint of anomalib-ssimae 0.3.0, and no training images at "
-                "hand): blank, saturated or inverted frames are not rejected; test once with the data config that "
-                "trained the model, or train again",
-                stacklevel=1,
-            )
-
-    def _ensure_position_normalization(self) -> None:
-        """Test/predict: estimate the position normalisation if no validation did (or warn that it cannot)."""
-        position = self.model.anomaly_map_generator.position
-        if position is not None and not bool(position.fitted) and not self.fit_position_normalization():
-            warnings.warn(
-                "position_normalization is on but was never estimated (no validation ran and no training "
-                "images are at hand): the anomaly maps are not normalised",
-                stacklevel=1,
-            )
 
     def on_train_epoch_start(self) -> None:
         """Count the images of the epoch, to spread the optimiser steps over them."""
@@ -461,11 +345,8 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
         self._images_seen += len(images)
         loss = None
         for _ in range(steps):
-            if time_is_up(self._timer) or steps_are_up(self.trainer):  # not only at the end of the image batch
-                # as max_time's Timer does: Lightning then validates before stopping, so EarlyStopping finds val_loss
-                self.trainer.should_stop = True
+            if self.guards.stop_between_steps(self.trainer):  # max_time, max_steps, SIGTERM: not only after the batch
                 break
-            self._stop_if_terminated()
             crops = self.crop_sampler(images)
             network_input, mask = self.corruption(crops) if self.corruption is not None else (crops, None)
             if self.hparams.channels_last:
@@ -473,99 +354,15 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16):
                 _, reconstruction = self.model(network_input)
             loss = self.loss(crops, reconstruction, mask)  # target: the clean crop; the loss runs in fp32
-            finite = bool(torch.isfinite(loss))
-            if self.trainer.world_size > 1:  # all processes stop together, or the others wait in the all-reduce
-                finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-            if not finite:  # stop before the step would write NaN into the weights
-                self._stop_non_finite(loss)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            self._check_saturation(crops, reconstruction.detach())
-            # logged: it jumps when training diverges (collapse.md); under DDP the gradients are all-reduced already
-            self.grad_norm = torch.nn.utils.get_total_norm(
-                p.grad for p in self.model.parameters() if p.grad is not None
-            )
+            self.manual_backward(loss)  # the guards stop on a non-finite loss before the backward pass
+            self.guards.check_collapse(self.trainer, crops, reconstruction.detach())
             if self._schedule is not None:
                 self._schedule.apply(optimizer, self.trainer.global_step)
-            optimizer.step()
+            optimizer.step()  # the guards note grad_norm first
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
-            self.log("grad_norm", self.grad_norm, on_step=True, on_epoch=False, batch_size=len(crops))
+            self.guards.log_grad_norm(self, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
-
-    def _kept_checkpoint(self) -> str:
-        last = last_checkpoint(self.trainer)
-        return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
-
-    def _check_saturation(self, crops: torch.Tensor, reconstruction: torch.Tensor) -> None:
-        """Stop when the reconstruction of crops that are not flat has been one image at the ends of the output
-        sigmoid (every pixel above ``1 - SATURATION`` or below ``SATURATION``), the same for every crop, for
-        ``SATURATED_STEPS`` steps in a row: training collapsed.
-
-        Then (almost) no gradient passes the sigmoid, the network returns a white (or black) image for good, and
-        going on would spend the whole budget on a model that scores at chance. Measured with the SSIM loss on
-        binarised images (DeepPCB, ``benchmarks/collapse.py``): the latent exploded from about 2 to above 700
-        within 25 steps, after 100-225 steps, at peak learning rates 2e-4 (fp32) and 1e-3 (bf16); the L2 loss
-        trained. Also seen on grey-level images: SSIM-AEe (seed 43) and SSIM-DAEe (seed 44) on magnetic_tile, bf16 at
-        1e-3 (AMX Xeon): the reconstruction stayed nearly flat for 300 steps, then the latent exploded; for the
-        first, fp32 or 5e-4 trained. And on colour images: SSIM-AEe and SSIM-DAEe on hazelnut_toy (bf16, 1e-3, seeds
-        42 and 43, EPYC and Xeon) went at step ~420 to a fixed image of saturated colour channels, which the first
-        version of this guard (one constant) missed. A network at initialisation outputs 0.5 everywhere and one that
-        reconstructs black-and-white images has both ends, but not the same image for every crop: neither counts.
-        All processes of a DDP run agree before anyone stops.
-        """
-        flat = float(crops.std()) <= SATURATION
-        # in fp32: in bf16, 1 - 1e-3 rounds to 1.0. Saturated: every pixel at an end of the sigmoid, and the same
-        # image whatever the crop (a colour one too: hazelnut_toy's SSIM-AEe output red and blue at 1, green at 0)
-        output = reconstruction.float()
-        saturated = bool(((output < SATURATION) | (output > 1 - SATURATION)).all())
-        if saturated:  # then the spread over the crops (of its pixels, for one crop)
-            spread = output.amax(0) - output.amin(0) if len(output) > 1 else output.amax() - output.amin()
-            saturated = float(spread.max()) < SATURATION
-        if self.trainer.world_size > 1:
-            saturated = self.trainer.strategy.reduce_boolean_decision(saturated, all=True)
-        if not flat:
-            self._saturated_steps = self._saturated_steps + 1 if saturated else 0
-        if self._saturated_steps >= SATURATED_STEPS:
-            msg = (
-                f"training collapsed at optimiser step {self.trainer.global_step} (epoch "
-                f"{self.trainer.current_epoch}): for {SATURATED_STEPS} steps in a row the reconstruction was the "
-                "same image at the ends of the output sigmoid for every crop, so the network ignores its input and "
-                f"almost no gradient reaches its weights; training stopped, and {self._kept_checkpoint()}. Seen "
-                "with loss: ssim on binarised (black-and-white) images: use loss: l2; and at a peak learning_rate "
-                "of 1e-3 (SSIM-AEe and SSIM-DAEe on magnetic_tile and hazelnut_toy, in bf16 and in fp32): halve "
-                "learning_rate"
-            )
-            raise FloatingPointError(msg)
-
-    def _stop_if_terminated(self) -> None:
-        """Leave at once on SIGTERM (a scheduler, ``docker stop``, ``kill``), with a non-zero exit status.
-
-        Lightning notes the signal but acts on it only after a training batch, which here holds up to an epoch of
-        optimiser steps: a run went on for minutes, past the scheduler's grace period, and then exited with status
-        0 (``SIGTERMException`` is a bare ``SystemExit``), as if it had finished.
-
-        Raises:
-            SystemExit: with the step and the checkpoint that stays (exit status 1).
-        """
-        terminated = bool(getattr(self.trainer, "received_sigterm", False))
-        if self.trainer.world_size > 1:  # any process's signal stops all, or the others wait in the all-reduce
-            terminated = self.trainer.strategy.reduce_boolean_decision(terminated, all=False)
-        if terminated:
-            msg = (
-                f"training stopped by SIGTERM at optimiser step {self.trainer.global_step} (epoch "
-                f"{self.trainer.current_epoch}); {self._kept_checkpoint()}"
-            )
-            raise SystemExit(msg)
-
-    def _stop_non_finite(self, loss: torch.Tensor) -> None:
-        """Raise :class:`FloatingPointError` naming the step and the checkpoint that stays (issue 10)."""
-        msg = (
-            f"training loss is {loss.item()} at optimiser step {self.trainer.global_step} (epoch "
-            f"{self.trainer.current_epoch}); training stopped before the weights were updated, and "
-            f"{self._kept_checkpoint()}. "
-            "Lower learning_rate, or use train_precision: 32-true if bf16 overflows"
-        )
-        raise FloatingPointError(msg)
 
     def on_train_epoch_end(self) -> None:
         """Step the optional StepLR schedule (manual optimisation does not)."""
@@ -641,16 +438,9 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             del outputs.reconstruction
 
     def on_validation_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
-        """See :meth:`_drop_reconstruction` (runs after the callbacks' hooks)."""
+        """See :meth:`_drop_reconstruction` (runs after the callbacks' hooks); also ``on_test_batch_end`` and
+        ``on_predict_batch_end``."""
         del args, kwargs
         self._drop_reconstruction(outputs)
 
-    def on_test_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
-        """See :meth:`_drop_reconstruction`."""
-        del args, kwargs
-        self._drop_reconstruction(outputs)
-
-    def on_predict_batch_end(self, outputs: Any, *args: Any, **kwargs: Any) -> None:
-        """See :meth:`_drop_reconstruction`."""
-        del args, kwargs
-        self._drop_reconstruction(outputs)
+    on_test_batch_end = on_predict_batch_end = on_validation_batch_end

@@ -13,7 +13,7 @@ class SsimDae(SsimAe):
     Defaults follow the paper: one 20 x 20 block per crop (``num_blocks``, ``block_size``) in the crop's dominant
     colour, Eq. 4 weighting with ``alpha`` = ``beta`` = 1, applied to the per-pixel SSIM loss (1 - SSIM map)/2 as
     the authors' code trains with SSIM. ``loss: l2`` is Eq. 4 as printed (squared error); on grid it stayed at a
-    flat mean-grey output for 200 steps (``benchmarks/loss_stall.py``), so it is not the default. Inference is that
+    flat mean-grey output for 200 steps (``benchmarks/studies/loss_stall.py``), so it is not the default. Inference is that
     of SSIM-AE (no corruption). All arguments as :class:`SsimAe`; only ``denoising`` defaults differently.
     """
 
