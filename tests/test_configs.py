@@ -111,7 +111,8 @@ def test_every_pair_loads_through_the_cli(model: str, data: str) -> None:
     defaults = {"loss": "ssim", "residual": "ssim", "score_sigma": 16.0}
     assert {key: hparams[key] for key in defaults} == defaults | MAP_OVERRIDES.get(data, {})
     assert hparams.seed == 42  # reproducible weights, data order and crops (the CLI ignores seed_everything)
-    assert (hparams.learning_rate, hparams.lr_schedule, hparams.batch_size) == (1e-3, "cosine", 16)  # model half
+    peak = 5e-4 if "extended" in model else 1e-3  # the 25-layer networks collapsed at 1e-3 (issue 27)
+    assert (hparams.learning_rate, hparams.lr_schedule, hparams.batch_size) == (peak, "cosine", 16)  # model half
     trainer = cli.config.train.trainer
     assert trainer.max_epochs == epochs
     assert [logger.init_args.name for logger in trainer.logger] == [model]
