@@ -9,11 +9,11 @@ The models train with manual optimisation, up to an epoch of optimiser steps per
   ``EarlyStopping`` finds ``val_loss``), SIGTERM (exits with status 1);
 - ``on_before_backward`` (in ``manual_backward``): a non-finite loss raises :class:`FloatingPointError` before the
   backward pass, so the step never writes NaN into the weights;
-- :meth:`TrainingGuards.check_collapse`, called by the training step after the backward pass: raises
+- :meth:`TrainingGuards.check_collapse`, called by the training step after the backward pass: keeps the global
+  gradient norm as the model's ``grad_norm`` (computed once a step; it jumps when training diverges,
+  ``benchmarks/results/collapse.md``; under DDP the gradients are all-reduced already) and raises
   :class:`FloatingPointError` when training collapsed (:data:`SATURATED_STEPS`);
-- ``on_before_optimizer_step`` (Lightning calls it at every ``optimizer.step()``, manual optimisation included): the
-  global gradient norm, kept as the model's ``grad_norm`` and logged by :meth:`TrainingGuards.log_grad_norm`, called
-  by the training step after the optimiser step.
+- :meth:`TrainingGuards.log_grad_norm`, called by the training step after the optimiser step, logs ``grad_norm``.
 
 Under DDP all processes agree before any stops (:func:`agree`), or the others would wait in the next all-reduce.
 Validation warns when its reconstructions are uniform images (:func:`warn_if_uniform`, called by
@@ -113,16 +113,21 @@ def saturated(reconstruction: torch.Tensor) -> bool:
     return float(spread.max()) < SATURATION
 
 
-def no_gradient(module: torch.nn.Module) -> bool:
-    """Whether no gradient reached ``module``'s weights: global L2 norm below :data:`NO_GRADIENT`, or no gradient.
+def gradient_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The global L2 norm of the gradients on ``module``'s weights (a scalar tensor; 0 when none has a gradient)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+
+
+def no_gradient(norm: torch.Tensor) -> bool:
+    """Whether a global gradient norm (:func:`gradient_norm`) is none at all: below :data:`NO_GRADIENT`.
 
     A collapsed network whose output sigmoid is saturated at every pixel passes none (in bf16 exactly 0), whether or
     not its output is the same image for every crop: SSIM-AEe on hazelnut_toy (bf16, peak learning rate 1e-3, seeds
     42 and 43, ``benchmarks/quality/stability.py``) output input-dependent saturated images with a gradient norm of
     exactly 0 from step ~420 on, and :func:`saturated` never saw it.
     """
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return not grads or float(torch.nn.utils.get_total_norm(grads)) < NO_GRADIENT
+    return float(norm) < NO_GRADIENT
 
 
 def warn_if_uniform(trainer: Trainer, inputs: torch.Tensor, reconstruction: torch.Tensor) -> None:
@@ -186,7 +191,9 @@ class TrainingGuards(Callback):
             FloatingPointError: naming the step, the checkpoint that stays and the remedies.
         """
         flat = float(crops.std()) <= SATURATION
-        dead = saturated(reconstruction) or no_gradient(trainer.lightning_module)
+        pl_module = trainer.lightning_module
+        pl_module.grad_norm = gradient_norm(pl_module.model)  # once per step: the collapse check and the log share it
+        dead = saturated(reconstruction) or no_gradient(pl_module.grad_norm)
         collapsed = agree(trainer, dead, require_all=True)
         if not flat:
             self.saturated_steps = self.saturated_steps + 1 if collapsed else 0
@@ -201,14 +208,6 @@ class TrainingGuards(Callback):
                 "learning_rate"
             )
             raise FloatingPointError(msg)
-
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
-        """Keep the global L2 norm of the step's gradients as the model's ``grad_norm``: it jumps when training
-        diverges (``benchmarks/results/collapse.md``). Under DDP the gradients are all-reduced already."""
-        del trainer, optimizer
-        pl_module.grad_norm = torch.nn.utils.get_total_norm(
-            p.grad for p in pl_module.model.parameters() if p.grad is not None
-        )
 
     @staticmethod
     def log_grad_norm(pl_module: LightningModule, batch_size: int) -> None:

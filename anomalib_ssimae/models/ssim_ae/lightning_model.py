@@ -356,10 +356,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             loss = self.loss(crops, reconstruction, mask)  # target: the clean crop; the loss runs in fp32
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)  # the guards stop on a non-finite loss before the backward pass
-            self.guards.check_collapse(self.trainer, crops, reconstruction.detach())
+            self.guards.check_collapse(self.trainer, crops, reconstruction.detach())  # and notes grad_norm
             if self._schedule is not None:
                 self._schedule.apply(optimizer, self.trainer.global_step)
-            optimizer.step()  # the guards note grad_norm first
+            optimizer.step()
             self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(crops))
             self.guards.log_grad_norm(self, batch_size=len(crops))
         return {"loss": loss} if loss is not None else None
