@@ -1,4 +1,8 @@
-"""Shared fixtures: real images from the embedded quickstart data (``tests/helpers.py`` holds paths and loaders)."""
+"""Shared fixtures: real images from the embedded quickstart data (``tests/helpers.py`` holds paths and loaders).
+
+The suite's trainings and predictions use ``accelerator="auto"``, as the configs do: a CUDA GPU where torch sees one,
+else the CPU (issue 27: nothing may assume a CPU tensor). Only CPU-bound checks (bf16 on CPU flags, gloo DDP) force it.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         crops_per_epoch=128, batch_size=64, post_processor=DefectFreePostProcessor(image_fpr=0.2, pixel_fpr=0.01)
     )
     engine = Engine(
-        max_epochs=1, default_root_dir=work, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+        max_epochs=1, default_root_dir=work, logger=False, accelerator="auto", devices=1, enable_progress_bar=False
     )
     engine.fit(model, datamodule=quickstart_datamodule())
     return Path(engine.trainer.checkpoint_callback.best_model_path), work

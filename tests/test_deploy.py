@@ -41,7 +41,7 @@ def lightning_predict(model: SsimAe, folder: Path, root: Path) -> dict[str, np.n
     dataset = PredictDataset(folder)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=dataset.collate_fn)
     batches = Engine(
-        default_root_dir=root, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+        default_root_dir=root, logger=False, accelerator="auto", devices=1, enable_progress_bar=False
     ).predict(model=model, dataloaders=loader)
     return {
         "paths": [p for b in batches for p in b.image_path],

@@ -19,7 +19,7 @@ ARGS = [
     *("--data.root", str(DATASETS), "--data.num_workers", "0", "--trainer.max_epochs", str(EPOCHS)),
     *("--model.crops_per_epoch", str(CROPS), "--model.batch_size", str(BATCH)),
 ]
-DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]  # gloo: CPU processes
 
 
 def train(folder: Path, *args: str) -> tuple[dict[str, float], dict]:

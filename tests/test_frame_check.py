@@ -83,7 +83,7 @@ def test_bad_frames_are_anomalous_in_the_model_the_export_and_the_records(
         array = (frame[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(array).save(folder / f"{name.replace(' ', '_')}.png")
     Image.open(TEST_IMAGES[0]).save(folder / "good.png")
-    Engine(default_root_dir=tmp_path / "predict", logger=False, accelerator="cpu", devices=1).predict(
+    Engine(default_root_dir=tmp_path / "predict", logger=False, accelerator="auto", devices=1).predict(
         model=model, data_path=folder
     )
     records_file = next((tmp_path / "predict").rglob("predictions-*.jsonl"))

@@ -85,7 +85,7 @@ def ssimae_predict(folder: Path, out: Path) -> tuple[dict[str, dict], dict[str, 
 def anomalib_predict(folder: Path, root: Path, in_channels: int = 1) -> dict[str, torch.Tensor]:
     """``anomalib predict --data_path FOLDER`` in-process with an untrained 128 x 128 SsimAe: maps by file name."""
     model = SsimAe(image_size=128, in_channels=in_channels, visualizer=False, seed=0)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
     batches = engine.predict(model=model, data_path=folder)
     return {Path(p).name: m for b in batches for p, m in zip(b.image_path, b.anomaly_map, strict=True)}
 
@@ -342,7 +342,7 @@ def predict_folders(root: Path) -> tuple[Path, Path]:
 def anomalib_scores(path: Path, root: Path) -> dict[Path, float]:
     """``anomalib predict --data PATH`` in-process with an untrained 128 x 128 SsimAe (seeded): scores by path."""
     model = SsimAe(image_size=128, visualizer=False, seed=0)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
     batches = engine.predict(model=model, data_path=path)
     return {Path(p): float(s) for b in batches for p, s in zip(b.image_path, b.pred_score, strict=True)}
 

@@ -274,7 +274,7 @@ def test_metrics_a_test_set_cannot_define_are_nan(
 
     root = _test_set(tmp_path / "data", good, defective is not False, masks=defective is True)
     datamodule = MVTecAD(root=root, category="part", num_workers=0, eval_batch_size=8, val_split_mode="none")
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=tmp_path / "results")
     model = SsimAe(image_size=[208, 512], visualizer=False)
     with pytest.warns(UserWarning, match="cannot be computed: the test set has no"):
         results = engine.test(model, datamodule=datamodule, verbose=False)[0]

@@ -85,7 +85,7 @@ def test_defect_corner_is_kept_on_every_prediction_path(image_size: list[int], t
 
     # (a) anomalib predict: Engine.predict on the folder (predict_step), its maps and PredictionRecords' records
     root = tmp_path / "lightning"
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=root, enable_progress_bar=False)
     batches = engine.predict(model=model, data_path=folder)
     maps = {Path(p).stem: m for b in batches for p, m in zip(b.image_path, b.anomaly_map.cpu().numpy(), strict=True)}
     (records_path,) = root.rglob("predictions-*.jsonl")

@@ -182,13 +182,13 @@ def test_warning_when_f1_thresholds_have_no_defective_validation_images(tmp_path
         num_workers=0,
     )
     engine = Engine(
-        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="auto", devices=1, enable_progress_bar=False
     )
     with pytest.warns(UserWarning, match="F1-adaptive"):
         engine.fit(SsimAe(crops_per_epoch=64, batch_size=64), datamodule=datamodule)
     calibrated = SsimAe(crops_per_epoch=64, batch_size=64, post_processor=DefectFreePostProcessor())
     Engine(
-        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False
+        max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="auto", devices=1, enable_progress_bar=False
     ).fit(calibrated, datamodule=datamodule)
     # every validation image is defect-free: 20 % of the 40 training images (anomalib floors 40 x 0.2 = 8)
     assert int(calibrated.post_processor.calibration_images) == 8

@@ -35,7 +35,7 @@ def predict(checkpoint: Path, folder: Path, root: Path) -> tuple[list[dict], Pat
     """`anomalib predict --ckpt_path C --data FOLDER --default_root_dir ROOT` in-process (the same Engine.predict
     call the CLI makes). Returns the records and the records file."""
     model = SsimAe.load_from_checkpoint(checkpoint)
-    engine = Engine(default_root_dir=root, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False)
+    engine = Engine(default_root_dir=root, logger=False, accelerator="auto", devices=1, enable_progress_bar=False)
     engine.predict(model=model, data_path=folder)
     runs = sorted((root / "SsimAe" / "latest").glob("predictions-*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
     return [json.loads(line) for line in runs[-1].read_text().splitlines()], runs[-1]
@@ -306,7 +306,7 @@ def test_anomalib_predict_records_an_unreadable_image_and_predicts_the_others(
     (folder / "truncated.png").write_bytes(good[0].read_bytes()[:500])
     model = SsimAe.load_from_checkpoint(checkpoint)
     root = tmp_path / "predict"
-    Engine(default_root_dir=root, logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=folder)
+    Engine(default_root_dir=root, logger=False, accelerator="auto", devices=1).predict(model=model, data_path=folder)
     records = [json.loads(line) for line in next(root.rglob("predictions-*.jsonl")).read_text().splitlines()]
     assert len(records) == 4
     failed = [r for r in records if "error" in r]
@@ -322,7 +322,7 @@ def test_anomalib_predict_records_an_unreadable_image_and_predicts_the_others(
     (bad / "b.png").write_bytes(b"")
     again = tmp_path / "again"
     with pytest.raises(ValueError, match=r"no image to predict can be read: .*a\.png.*\(and 1 more\)"):
-        Engine(default_root_dir=again, logger=False, accelerator="cpu", devices=1).predict(model=model, data_path=bad)
+        Engine(default_root_dir=again, logger=False, accelerator="auto", devices=1).predict(model=model, data_path=bad)
     assert not [p for p in again.rglob("*") if p.is_file() or p.name.startswith("predictions-")]
 
 

@@ -40,7 +40,7 @@ def fit(
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, eval_batch_size=16,
                          num_workers=0, seed=42)  # fmt: skip
     callbacks = [*(callbacks or []), *([Crash()] if crash else [])]
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=EPOCHS,
                     limit_val_batches=None if validate else 0, enable_progress_bar=False, default_root_dir=root,
                     callbacks=callbacks or None)  # fmt: skip
     engine.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -130,7 +130,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
 
     model.loss.register_forward_hook(diverging)
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(FloatingPointError, match=r"training loss is nan at optimiser step 8 \(epoch 1\).*model\.ckpt"):
         engine.fit(model, datamodule=datamodule)
@@ -161,7 +161,7 @@ def test_collapsed_training_stops_with_the_cause_named(
     with torch.no_grad():  # the state the SSIM loss drove DeepPCB into: logits of 30 to 3000; in colour, hazelnut_toy's
         output.bias.copy_(torch.tensor([1000.0, -1000.0, 1000.0][:channels]))  # red and blue at 1, green at 0
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(
         FloatingPointError, match=rf"collapsed at optimiser step {SATURATED_STEPS - 1} \(epoch 0\)"
@@ -215,7 +215,7 @@ def test_cli_checkpoint_path_does_not_run_code(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, tmp_path / "evil.ckpt")
     model = SsimDae(image_size=[208, 512], visualizer=False)
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", num_workers=0, seed=42)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=tmp_path)
     with pytest.raises(Exception, match="Weights only load failed"):
         engine.test(model, datamodule=datamodule, ckpt_path=tmp_path / "evil.ckpt")
     assert not marker.exists()
@@ -233,7 +233,7 @@ def test_resumed_train_tests_the_weights_it_trained(tmp_path: Path, caplog) -> N
     model = SsimDae(crops_per_epoch=48, batch_size=8, image_size=[208, 512], visualizer=False, seed=42)
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, eval_batch_size=16,
                          num_workers=0, seed=42)  # fmt: skip
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=EPOCHS, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path / "resumed")  # fmt: skip
     caplog.set_level(logging.INFO, logger="anomalib_ssimae")
     with pytest.warns(UserWarning, match=r"testing the weights this run trained \(step 18\), not those of .*step 6"):
@@ -304,7 +304,7 @@ def test_a_saturated_output_that_passes_no_gradient_stops_training(tmp_path: Pat
     seen = []
     model.model.network.register_forward_hook(lambda m, i, o: seen.append(saturated(o)) if m.training else None)
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=16, num_workers=0, seed=42)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
     with pytest.raises(FloatingPointError, match=rf"collapsed at optimiser step {SATURATED_STEPS - 1} \(epoch 0\)"):
         engine.fit(model, datamodule=datamodule)

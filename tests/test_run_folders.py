@@ -41,7 +41,7 @@ WORKSPACE = Path("SsimAe") / "MVTecAD" / "bsdata_pitting_mini"  # below default_
 
 def engine(root: Path, **kwargs: object) -> Engine:
     return Engine(
-        default_root_dir=root, logger=False, accelerator="cpu", devices=1, enable_progress_bar=False, **kwargs
+        default_root_dir=root, logger=False, accelerator="auto", devices=1, enable_progress_bar=False, **kwargs
     )
 
 

@@ -150,7 +150,7 @@ def test_predict_refuses_what_anomalib_would_misread(tmp_path: Path, name: str, 
     bad = gray.astype(np.uint16) * 257 if mode == "I;16" else gray.astype(np.float32) / 255
     Image.fromarray(bad).save(folder / name)
     model = SsimAe(image_size=[208, 512], visualizer=False)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "results")
+    engine = Engine(accelerator="auto", devices=1, logger=False, default_root_dir=tmp_path / "results")
     engine.predict(model=model, data_path=folder)
     records = [json.loads(line) for line in next((tmp_path / "results").rglob("*.jsonl")).read_text().splitlines()]
     by_name = {Path(r["image"]).name: r for r in records}
@@ -167,7 +167,7 @@ def fit_on_mini(model: SsimAe, tmp_path: Path, **limit: object):
     from anomalib.engine import Engine
 
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
-    engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+    engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
                     enable_progress_bar=False, default_root_dir=tmp_path, **limit)  # fmt: skip
     engine.fit(model, datamodule=datamodule)
     return engine
@@ -217,7 +217,7 @@ def test_max_steps_mid_epoch_validates_for_early_stopping(tmp_path: Path) -> Non
     datamodule = MVTecAD(root=DATASETS, category="bsdata_pitting_mini", train_batch_size=32, eval_batch_size=16,
                          num_workers=0, val_split_mode="from_test", val_split_ratio=0.5, seed=42)  # fmt: skip
     engine = Engine(
-        accelerator="cpu", devices=1, logger=False, max_epochs=5, max_steps=5, enable_progress_bar=False,
+        accelerator="auto", devices=1, logger=False, max_epochs=5, max_steps=5, enable_progress_bar=False,
         callbacks=[EarlyStopping(monitor="val_loss", patience=10, mode="min")], default_root_dir=tmp_path,
     )  # fmt: skip
     engine.fit(model, datamodule=datamodule)
@@ -238,7 +238,7 @@ class Started(Callback):
 
 model = SsimAe(crops_per_epoch=100_000, batch_size=8, image_size=[208, 512], visualizer=False)
 datamodule = MVTecAD(root=sys.argv[1], category="bsdata_pitting_mini", train_batch_size=64, num_workers=0)
-engine = Engine(accelerator="cpu", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
+engine = Engine(accelerator="auto", devices=1, logger=False, max_epochs=1, limit_val_batches=0,
                 enable_progress_bar=False, default_root_dir=sys.argv[2], callbacks=[Started()])
 engine.fit(model, datamodule=datamodule)
 """
