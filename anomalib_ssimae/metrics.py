@@ -171,8 +171,9 @@ class _PaperProtocolAUROC(Metric):
             false_pos = predicted.sum(dim=(2, 3)).to(torch.float64) - true_pos
             tpr = true_pos / positives[:, None]
             fpr = torch.where(negatives[:, None] > 0, false_pos / negatives[:, None].clamp_min(1), 0.0)
-            self.fpr_sum[start : start + step] += fpr.sum(dim=0)
-            self.tpr_sum[start : start + step] += tpr.sum(dim=0)
+            # the sums stay where the metric is (a metric outside the Evaluator may sit on the CPU, maps on a GPU)
+            self.fpr_sum[start : start + step] += fpr.sum(dim=0).to(self.fpr_sum.device)
+            self.tpr_sum[start : start + step] += tpr.sum(dim=0).to(self.tpr_sum.device)
         self.num_images += num
 
     def _curve(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from PIL import Image
 from anomalib_ssimae import SsimAe, SsimAeExtended, SsimDae
 from anomalib_ssimae.components.schedule import WarmupCosine, updates_for_images
 from anomalib_ssimae.data.images import check_image_files
-from anomalib_ssimae.precision import training_precision
+from anomalib_ssimae.precision import full_fp32, training_precision
 
 from .helpers import DATASETS, EMBEDDED
 
@@ -95,6 +95,31 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, f
     monkeypatch.setattr("anomalib_ssimae.precision.cpu_flags", lambda: frozenset(flags))
     assert training_precision("auto") == expected
     assert training_precision("32-true") == "32-true"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize(("units", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_a_gpu_takes_bf16_units_not_emulation(
+    monkeypatch: pytest.MonkeyPatch, units: bool, expected: str
+) -> None:
+    # torch's is_bf16_supported() says True on a T4 or V100 too (including_emulation=True by default: bf16 emulated
+    # in fp32, slower, as on AVX2 CPUs); auto asked it that way and picked bf16 there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: units or including_emulation)
+    assert training_precision("auto", "cuda") == expected
+
+
+def test_full_fp32_turns_tf32_off_on_a_gpu_and_restores_the_users_choice() -> None:
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision, matmul.fp32_precision = "tf32", "tf32"  # torch's conv default; matmul after "high"
+        with full_fp32("cuda"):
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+        with full_fp32("cpu"):  # no TF32 on a CPU: nothing changes
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
 
 
 def test_warmup_cosine_follows_a_time_budget_when_it_is_further_along() -> None:

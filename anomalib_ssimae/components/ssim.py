@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from anomalib_ssimae.precision import full_fp32
+
 
 def _gaussian_band(size: int, window: int, sigma: float, device: torch.device) -> torch.Tensor:
     """Banded matrix ``(size - window + 1, size)`` whose rows apply a normalised 1-D Gaussian ("valid" filtering)."""
@@ -65,7 +67,7 @@ def ssim_map(
     if padding not in {"same", "valid", "replicate"}:
         msg = f"padding must be 'same', 'valid' or 'replicate', got {padding!r}"
         raise ValueError(msg)
-    with torch.autocast(device_type=image.device.type, enabled=False):
+    with torch.autocast(device_type=image.device.type, enabled=False), full_fp32(image.device.type):  # not TF32
         x = image.float()
         y = reconstruction.float()
         if padding == "same":

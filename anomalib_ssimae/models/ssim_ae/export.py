@@ -6,9 +6,11 @@ takes and returns).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,22 @@ def refuse_existing_export(export_root: Path | str, kind: str, model_file_name: 
             raise FileExistsError(msg)
 
 
+@contextlib.contextmanager
+def on_the_cpu(model: torch.nn.Module) -> Iterator[None]:
+    """Export from the CPU, then put the model back where it was. A model trained or loaded on a GPU (``anomalib
+    export --ckpt_path`` of a GPU checkpoint keeps it there) would otherwise pickle CUDA tensors into ``model.pt``,
+    which ``torch.load`` then refuses on a machine without one, and trace its graph on the GPU, in TF32."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        yield
+        return
+    model.cpu()
+    try:
+        yield
+    finally:
+        model.to(device)
+
+
 class CalibratedExportMixin:
     """anomalib's ``to_onnx``/``to_openvino``/``to_torch`` plus ``calibration.json`` beside the model file.
 
@@ -173,7 +191,8 @@ class CalibratedExportMixin:
         check_opset(kwargs["opset_version"])
         if not getattr(self, "_exporting", False):  # to_openvino checked already
             self._check_export(export_root, "onnx", model_file_name)
-        path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+        with on_the_cpu(self):
+            path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)
         if not getattr(self, "_exporting", False):  # inside to_openvino the ONNX file is a temporary
             logger.info("export metadata: %s", write_export_metadata(self, path))
         return path
@@ -205,7 +224,8 @@ class CalibratedExportMixin:
             d for d in (Path(export_root) / "weights" / "openvino", Path(export_root) / "weights") if not d.exists()
         ]
         try:
-            path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
+            with on_the_cpu(self):
+                path = super().to_openvino(export_root, model_file_name, input_size, compression_type, *args, **kwargs)
         except BaseException:
             for folder in created:  # a refused or failed export leaves no empty folder behind
                 if folder.is_dir() and not any(folder.iterdir()):
@@ -270,6 +290,7 @@ class CalibratedExportMixin:
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's pickled torch export plus ``calibration.json``."""
         self._check_export(export_root, "torch", model_file_name)
-        path = super().to_torch(export_root, model_file_name)
+        with on_the_cpu(self):  # a CPU model.pt loads on any machine
+            path = super().to_torch(export_root, model_file_name)
         logger.info("export metadata: %s", write_export_metadata(self, path))
         return path

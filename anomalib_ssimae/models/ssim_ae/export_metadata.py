@@ -59,7 +59,8 @@ def export_metadata(model: torch.nn.Module) -> dict[str, Any]:
             "channels": int(check.memory.shape[1]),
             "standardize": getattr(model.model, "intensity_normalization", "none") == "standardize",
             "memory": [
-                [[round(float(v), 6) for v in channel] for channel in h] for h in torch.unique(check.memory, dim=0)
+                [[round(v, 6) for v in channel] for channel in h]
+                for h in torch.unique(check.memory, dim=0).cpu().tolist()  # one copy, not one sync per value
             ],
         }
     quantization = getattr(model, "_quantization", None)

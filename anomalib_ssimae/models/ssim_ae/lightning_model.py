@@ -110,9 +110,10 @@ class SsimAe(CheckpointCompatibilityMixin, CalibratedExportMixin, AnomalibModule
             about a quarter of the crops (``benchmarks/results/time_to_quality.md``).
         warmup_crops: length of the warm-up in training crops (``"cosine"`` only).
         train_precision: ``"auto"`` trains the network under bf16 autocast where the CPU has bf16 units
-            (AVX512-BF16 or AMX; about 1.7x faster there) and in fp32 elsewhere (bf16 was 8x slower on an
-            AVX2-only CPU); ``"bf16-mixed"`` or ``"32-true"`` force one. The SSIM loss, validation, test and export
-            always run in fp32. See :mod:`anomalib_ssimae.precision`.
+            (AVX512-BF16 or AMX; about 1.7x faster there) or the GPU has (compute capability 8.0 on), and in fp32
+            elsewhere (bf16 was 8x slower on an AVX2-only CPU); ``"bf16-mixed"`` or ``"32-true"`` force one. The
+            SSIM loss, validation, test and export always run in fp32 (on a GPU, not TF32). See
+            :mod:`anomalib_ssimae.precision`.
         channels_last: train the network in channels-last memory layout (faster convolutions on CPU).
         denoising: train as a denoising autoencoder (Rádli & Czúni §5, Eq. 3-4): each training crop gets
             ``num_blocks`` squares of ``block_size`` pixels in its dominant colour, the network reconstructs the

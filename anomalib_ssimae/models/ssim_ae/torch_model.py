@@ -19,6 +19,7 @@ from anomalib_ssimae.components.tiling import PatchTiler
 from anomalib_ssimae.models.ssim_ae.anomaly_map import AnomalyMapGenerator
 from anomalib_ssimae.models.ssim_ae.frame_check import FrameCheck
 from anomalib_ssimae.models.ssim_ae.network import NETWORKS, SsimAeNetwork
+from anomalib_ssimae.precision import full_fp32
 
 __all__ = [
     "INTENSITY_NORMALIZATIONS",
@@ -182,7 +183,8 @@ class SsimAeModel(nn.Module):
             patches = self.tiler.tile(inputs)
             reconstructed = self.network(patches).to(inputs.dtype)
             return TiledReconstruction(inputs, self.tiler.untile(reconstructed, height, width), patches, reconstructed)
-        return self._reconstruct_in_chunks(inputs, keep_patches, on_chunk)
+        with full_fp32(inputs.device.type):  # on a GPU: no TF32, the maps of the CPU and the exported graph
+            return self._reconstruct_in_chunks(inputs, keep_patches, on_chunk)
 
     def _reconstruct_in_chunks(
         self,
@@ -232,7 +234,8 @@ class SsimAeModel(nn.Module):
         A frame the fitted frame check calls out of distribution (blank, saturated, inverted, badly exposed) gets
         the raw score :data:`OUT_OF_DISTRIBUTION_SCORE` unless ``check_frames`` is off (validation: its scores fit
         the thresholds and normalisation); its map is left as it is."""
-        anomaly_map, pred_score = self.anomaly_map_generator(inputs, reconstruction)
+        with full_fp32(inputs.device.type):  # the score's Gaussian blur: no TF32 on a GPU
+            anomaly_map, pred_score = self.anomaly_map_generator(inputs, reconstruction)
         if check_frames:
             rejected = self.out_of_distribution(inputs)
             pred_score = torch.where(rejected, torch.full_like(pred_score, OUT_OF_DISTRIBUTION_SCORE), pred_score)
