@@ -31,6 +31,7 @@ import argparse
 import csv
 import importlib
 import json
+import math
 import sys
 import time
 from datetime import date
@@ -168,7 +169,8 @@ def main() -> None:
     name = args.name or "_".join([config_paths[0].stem, *args.set, precision, f"seed{args.seed}"])
     folder = REPO / "results" / "convergence" / args.dataset / name.replace("/", "-")
     folder.mkdir(parents=True, exist_ok=True)
-    points = [p for p in (args.points or POINTS) if p <= args.crops]
+    # the end of training is always a point: a 150,000-crop run once kept 10k-100k only (POINTS has no 150k)
+    points = sorted({p for p in (args.points or POINTS) if p <= args.crops} | {args.crops})
     if not args.eval_only:
         if any(folder.glob("crops_*.pt")):
             raise SystemExit(f"{folder} already holds checkpoints: use --eval-only or another --name")
@@ -225,7 +227,11 @@ def append(path: Path, rows: list[dict]) -> None:
 
 def write_rows(stamp: dict, result: dict) -> None:
     """One checkpoint's rows: convergence.csv (the model's own map), image_scores.csv and border.csv (all maps)."""
-    base = stamp | {"crops": result["crops"], "fit_s": round(result["fit_seconds"])}
+    seconds = result["fit_seconds"]  # not measured (< 0 or NaN): left empty
+    base = stamp | {
+        "crops": result["crops"],
+        "fit_s": round(seconds) if math.isfinite(seconds) and seconds >= 0 else "",
+    }
     own = result["model"]
     append(
         CSV,
