@@ -70,3 +70,18 @@ def test_paper_protocol_metric_on_the_cpu_takes_gpu_maps() -> None:
     on_cpu.update(maps, masks)
     mixed.update(maps.cuda(), masks.cuda())  # compare.job builds the metric on its own, on the CPU
     assert torch.allclose(mixed.compute().cpu(), on_cpu.compute())
+
+
+def test_a_cpu_generator_draws_crops_and_blocks_for_gpu_images() -> None:
+    from anomalib_ssimae.data.augmentation import CropSampler
+    from anomalib_ssimae.data.corruption import add_masked_blocks
+
+    images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    sampler = CropSampler(batch_size=4, patch_size=32)
+    on_cpu = sampler(images, torch.Generator().manual_seed(0))
+    on_gpu = sampler(images.cuda(), torch.Generator().manual_seed(0))  # torch.rand(generator=cpu, device=cuda) raised
+    assert on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)  # the same draws: the same crops
+    blocked_cpu = add_masked_blocks(on_cpu, generator=torch.Generator().manual_seed(0))[0]
+    blocked_gpu = add_masked_blocks(on_gpu, generator=torch.Generator().manual_seed(0))[0]
+    assert torch.allclose(blocked_gpu.cpu(), blocked_cpu, atol=1e-5)

@@ -77,11 +77,12 @@ def sample_patches(
         msg = f"training images of {height} x {width} px are smaller than patch_size {patch_size}"
         raise ValueError(msg)
     device = images.device
+    draw = generator.device if generator is not None else device  # a CPU generator may serve images on a GPU
 
     def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device=device)
+        return torch.rand(*shape, generator=generator, device=draw).to(device)
 
-    index = torch.randint(batch, (num_patches,), generator=generator, device=device)
+    index = torch.randint(batch, (num_patches,), generator=generator, device=draw).to(device)
     angle = (uniform(num_patches) * 2 - 1) * math.radians(max_rotation)
     angle = torch.where(uniform(num_patches) < rotation_prob, angle, torch.zeros_like(angle))
     inner_w, inner_h = largest_inner_rectangle(width, height, angle)

@@ -70,8 +70,9 @@ def add_masked_blocks(
         msg = f"num_blocks must be at least 1, got {num_blocks}"
         raise ValueError(msg)
     device = crops.device
-    tops = torch.randint(height - block_size + 1, (n, num_blocks), generator=generator, device=device)
-    lefts = torch.randint(width - block_size + 1, (n, num_blocks), generator=generator, device=device)
+    draw = generator.device if generator is not None else device  # a CPU generator may serve crops on a GPU
+    tops = torch.randint(height - block_size + 1, (n, num_blocks), generator=generator, device=draw).to(device)
+    lefts = torch.randint(width - block_size + 1, (n, num_blocks), generator=generator, device=draw).to(device)
     rows = torch.arange(height, device=device).view(1, 1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, 1, width)
     top, left = tops[..., None, None], lefts[..., None, None]  # (N, K, 1, 1)
