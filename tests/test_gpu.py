@@ -35,11 +35,12 @@ def gpu_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_gpu_maps_equal_the_cpu_maps(gpu_checkpoint: Path) -> None:
     images = torch.cat([load_image(p, (256, 256)) for p in sorted((EMBEDDED / "test" / "pitting").glob("*.png"))[:4]])
+    saved = torch.backends.cuda.matmul.fp32_precision
     torch.backends.cuda.matmul.fp32_precision = "tf32"  # as after Lightning's set_float32_matmul_precision("high")
     try:
         on_gpu = SsimAe.load_from_checkpoint(gpu_checkpoint, map_location="cuda").eval().model(images.cuda())
     finally:
-        torch.backends.cuda.matmul.fp32_precision = "none"
+        torch.backends.cuda.matmul.fp32_precision = saved
     on_cpu = SsimAe.load_from_checkpoint(gpu_checkpoint, map_location="cpu").eval().model(images)
     # TF32 moved maps by about 1e-3 relative; in fp32 the two devices differ by rounding only
     assert (on_gpu.anomaly_map.cpu() - on_cpu.anomaly_map).abs().max() < 1e-4
