@@ -7,6 +7,7 @@ takes and returns).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sys
 import warnings
@@ -144,7 +145,8 @@ def on_the_cpu(model: torch.nn.Module) -> Iterator[None]:
     """Export from the CPU, then put the model back where it was. A model trained or loaded on a GPU (``anomalib
     export --ckpt_path`` of a GPU checkpoint keeps it there) would otherwise pickle CUDA tensors into ``model.pt``,
     which ``torch.load`` then refuses on a machine without one, and trace its graph on the GPU, in TF32."""
-    device = next(model.parameters()).device
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    device = next(tensors, torch.empty(0)).device  # a model of buffers only (a fixed map, say) counts too
     if device.type == "cpu":
         yield
         return
